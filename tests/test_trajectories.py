@@ -77,7 +77,7 @@ def test_collect_rejects_bad_pad_value(scaled, inputs, pad_value):
 
 @pytest.mark.parametrize("shape", [(10,), (10, 4), (0, 3), (2, 3, 1)])
 def test_collect_rejects_bad_input_shape(scaled, shape):
-    with pytest.raises(ValueError, match=r"shape \(N, 3\)"):
+    with pytest.raises(ValueError, match=r"shape \(n_samples, 3\)"):
         collect_trajectories(scaled, torch.zeros(shape))
 
 

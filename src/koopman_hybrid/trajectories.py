@@ -12,6 +12,7 @@ import numbers
 import numpy as np
 import torch
 
+from .mlp import check_inputs
 from .scaling import ScaledMLP, check_pad_value
 
 __all__ = ["collect_trajectories"]
@@ -53,7 +54,8 @@ def collect_trajectories(
     Raises
     ------
     TypeError
-        If ``scaled`` is not a ScaledMLP or ``inputs`` is not an array.
+        If ``scaled`` is not a ScaledMLP, or ``inputs`` is not a floating-point
+        tensor or array.
     ValueError
         If ``pad_value`` is not a finite negative number, ``inputs`` is not a
         non-empty 2-D array of width ``widths[0]``, or ``batch_size`` is below 1.
@@ -71,14 +73,7 @@ def collect_trajectories(
         raise TypeError(
             f"inputs must be a torch tensor or numpy array, got {type(inputs).__name__}"
         )
-    n_features = scaled.original.widths[0]
-    if inputs.ndim != 2 or inputs.shape[1] != n_features or len(inputs) == 0:
-        raise ValueError(
-            f"inputs must have shape (N, {n_features}) with N >= 1 for this network, "
-            f"got {tuple(inputs.shape)}"
-        )
-    if not inputs.is_floating_point():
-        raise TypeError(f"inputs must be floating point, got {inputs.dtype}")
+    check_inputs(inputs, scaled.original.widths[0], "inputs")
 
     parameter = scaled.original.layers[0].weight
     n_states = scaled.n_inserted + 2
