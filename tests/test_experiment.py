@@ -130,3 +130,24 @@ def test_cli_rejects_input_layer(tmp_path):
     assert result.exit_code != 0
     assert "0" in result.output
     assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_other_widths_in_same_folder_train_again(tmp_path):
+    config = tiny_config(layers=(1,), delays=(1,), trajectories=(50,))
+    run_reproduction(config, tmp_path)
+    wider = dataclasses.replace(config, widths=(2, 10, 6, 4, 3, 2))
+
+    results = run_reproduction(wider, tmp_path)
+
+    metadata_widths = json.loads((tmp_path / "config.json").read_text())["widths"]
+    assert metadata_widths == [2, 10, 6, 4, 3, 2]
+    assert results["layers"][0]["layer"] == 1
+
+
+def test_too_many_trajectories_rejected_before_training(tmp_path):
+    config = tiny_config(trajectories=(5000,))
+
+    with pytest.raises(ValueError, match="5000 trajectories"):
+        run_reproduction(config, tmp_path)
+
+    assert not (tmp_path / "model.safetensors").exists()

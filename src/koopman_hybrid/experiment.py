@@ -172,7 +172,8 @@ def train_or_load_original(
     path = out_dir / "model.safetensors"
     key = training_key(config)
     if path.exists():
-        model, metadata = load_mlp(path, expected_widths=config.widths)
+        # Widths are part of the key, so a network of other widths is trained again.
+        model, metadata = load_mlp(path)
         if metadata.get("training_key") == key:
             logger.info("reusing the trained network in %s", path)
             model = model.to(device).eval()
@@ -201,17 +202,14 @@ def train_best_of_seeds(
     train_x = data.train_x.to(device)
     train_y = data.train_y.to(device)
     best = None
-    seed = config.train.seed
-    for _ in range(config.seed_candidates):
-        train_config = dataclasses.replace(config.train, seed=seed)
+    for index in range(config.seed_candidates):
+        train_config = dataclasses.replace(config.train, seed=config.train.seed + index)
         model, log = train_classifier(config.widths, train_x, train_y, train_config)
         model = model.to(device).eval()
         train_accuracy = accuracy(model, train_x, train_y)
         logger.info("seed %d: training accuracy %.4f", log.seeds_tried[-1], train_accuracy)
         if best is None or train_accuracy > best[0]:
             best = (train_accuracy, model, log)
-        # A restart after a dead network already used the next seeds.
-        seed = log.seeds_tried[-1] + 1
     return best[1], best[2]
 
 
@@ -278,6 +276,66 @@ def _load_inserted(scaled: ScaledMLP, path: Path) -> None:
     scaled.inserted.load_state_dict({k: v.to(device) for k, v in tensors.items()})
 
 
+def check_config(config: ExperimentConfig) -> None:
+    """Check every grid setting of ``config`` that can be checked without data.
+
+    Runs before any data is loaded or network trained, so a bad setting costs
+    nothing.
+
+    Raises
+    ------
+    ValueError
+        If a layer is not a hidden layer, a rank policy does not parse, a delay is
+        negative or above the number of inserted layers, or an N is below 1.
+    """
+    if not config.layers or not config.delays or not config.trajectories:
+        raise ValueError(
+            "the grid needs at least one layer, one delay and one N; got layers "
+            f"{config.layers}, delays {config.delays}, trajectories "
+            f"{config.trajectories}"
+        )
+    probe = MLP(config.widths)
+    for layer in config.layers:
+        check_hidden_layer(probe, layer)
+    for rank in config.ranks:
+        RankPolicy.parse(rank)
+    n_inserted = config.scaling.n_inserted
+    for delay in config.delays:
+        if delay < 0 or delay > n_inserted:
+            raise ValueError(
+                f"delay {delay} is outside 0..{n_inserted}: a hybrid runs h of the "
+                f"{n_inserted} inserted layers, so a trajectory of {n_inserted + 2} "
+                "states has no snapshot pair for a larger h. Lower the delay or raise "
+                "--inserted-layers"
+            )
+    for n_trajectories in config.trajectories:
+        if n_trajectories < 1:
+            raise ValueError(
+                f"{n_trajectories} trajectories were requested: N must be at least 1"
+            )
+
+
+def check_trajectory_count(config: ExperimentConfig, data: Dataset) -> None:
+    """Raise ValueError if the grid asks for more trajectories than training inputs."""
+    n_max = max(config.trajectories)
+    if n_max > len(data.train_x):
+        raise ValueError(
+            f"{n_max} trajectories were requested but the {config.dataset} training "
+            f"set has {len(data.train_x)} inputs: lower --trajectories"
+        )
+
+
+def layer_record(state: LayerState, hybrids: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the results.json entry of one replaced layer."""
+    return {
+        "layer": state.layer,
+        "scaled_accuracy": state.scaled_accuracy,
+        "scaling_loss": state.scaling_loss,
+        "least_squares_accuracy": state.least_squares_accuracy,
+        "hybrids": hybrids,
+    }
+
+
 def prepare_layer(
     config: ExperimentConfig,
     original: MLP,
@@ -289,12 +347,8 @@ def prepare_layer(
 ) -> LayerState:
     """Scale one hidden layer, collect its trajectories and fit the baseline."""
     check_hidden_layer(original, layer)
+    check_trajectory_count(config, data)
     n_max = max(config.trajectories)
-    if n_max > len(data.train_x):
-        raise ValueError(
-            f"{n_max} trajectories were requested but the {config.dataset} training "
-            f"set has {len(data.train_x)} inputs: lower --trajectories"
-        )
 
     started = time.perf_counter()
     scaled, scaled_accuracy, loss = scale_or_load_layer(
@@ -379,17 +433,8 @@ def run_reproduction(
     accuracy, the least-squares baseline and every hybrid's accuracy.
     """
     out_dir = Path(out_dir)
+    check_config(config)
     device = resolve_device(config.device)
-    for layer in config.layers:
-        check_hidden_layer(MLP(config.widths), layer)
-    for spec in config.hybrid_specs():
-        RankPolicy.parse(spec.rank)
-        if spec.delay > config.scaling.n_inserted:
-            raise ValueError(
-                f"delay {spec.delay} needs at least {spec.delay} inserted layers but "
-                f"{config.scaling.n_inserted} are inserted: lower the delay or raise "
-                "--inserted-layers"
-            )
     out_dir.mkdir(parents=True, exist_ok=True)
     timer = StageTimer()
     atomic_write_json(out_dir / "config.json", config.to_json())
@@ -397,6 +442,7 @@ def run_reproduction(
     started = time.perf_counter()
     data = load_dataset(config.dataset, data_dir=data_dir, cache_dir=cache_dir)
     timer.add("data", started)
+    check_trajectory_count(config, data)
 
     started = time.perf_counter()
     original, original_accuracy = train_or_load_original(config, data, out_dir, device)
@@ -420,15 +466,7 @@ def run_reproduction(
                 record["accuracy"],
             )
             hybrids.append(record)
-        layers.append(
-            {
-                "layer": layer,
-                "scaled_accuracy": state.scaled_accuracy,
-                "scaling_loss": state.scaling_loss,
-                "least_squares_accuracy": state.least_squares_accuracy,
-                "hybrids": hybrids,
-            }
-        )
+        layers.append(layer_record(state, hybrids))
 
     results = {
         "dataset": config.dataset,

@@ -60,6 +60,7 @@ def default_config(dataset: str) -> ExperimentConfig:
                 lr=2e-3,
                 betas=(0.9, 0.99),
                 weight_decay=1e-4,
+                init_noise=0.1,
                 seed=0,
             ),
             delays=(5, 10),

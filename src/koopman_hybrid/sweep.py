@@ -33,7 +33,10 @@ from .experiment import (
     HybridSpec,
     LayerState,
     StageTimer,
+    check_config,
+    check_trajectory_count,
     evaluate_hybrid,
+    layer_record,
     package_versions,
     prepare_layer,
     resolve_device,
@@ -41,7 +44,7 @@ from .experiment import (
     train_or_load_original,
 )
 from .files import atomic_write_json
-from .mlp import MLP, check_hidden_layer
+from .mlp import MLP
 from .presets import default_config
 
 __all__ = [
@@ -52,7 +55,6 @@ __all__ = [
     "SweepResult",
     "cell_file",
     "cell_key",
-    "check_config",
     "default_plan",
     "rank_text",
     "read_cell",
@@ -291,41 +293,6 @@ def default_plan(dataset: str, quick: bool = False) -> SweepPlan:
     )
 
 
-def check_config(config: ExperimentConfig) -> None:
-    """Check every grid setting of ``config`` that can be checked without data.
-
-    Raises
-    ------
-    ValueError
-        If a layer is not a hidden layer, a rank policy does not parse, a delay is
-        negative or above the number of inserted layers, or an N is below 1.
-    """
-    probe = MLP(config.widths)
-    for layer in config.layers:
-        check_hidden_layer(probe, layer)
-    for rank in config.ranks:
-        RankPolicy.parse(rank)
-    n_inserted = config.scaling.n_inserted
-    for delay in config.delays:
-        if delay < 0 or delay > n_inserted:
-            raise ValueError(
-                f"delay {delay} is outside 0..{n_inserted}: a hybrid runs h of the "
-                f"{n_inserted} inserted layers. Lower the delay or raise "
-                "--inserted-layers"
-            )
-    for n_trajectories in config.trajectories:
-        if n_trajectories < 1:
-            raise ValueError(
-                f"{n_trajectories} trajectories were requested: N must be at least 1"
-            )
-    if not config.layers or not config.delays or not config.trajectories:
-        raise ValueError(
-            "the grid needs at least one layer, one delay and one N; got layers "
-            f"{config.layers}, delays {config.delays}, trajectories "
-            f"{config.trajectories}"
-        )
-
-
 def rank_text(hybrid: dict[str, Any]) -> str:
     """Return the rank policy of a hybrid record in the text form ``--rank`` takes."""
     policy = hybrid.get("rank_policy")
@@ -457,12 +424,7 @@ def run_sweep(
     started = time.perf_counter()
     data = load_dataset(config.dataset, data_dir=data_dir, cache_dir=cache_dir)
     timer.add("data", started)
-    n_max = max(config.trajectories)
-    if n_max > len(data.train_x):
-        raise ValueError(
-            f"{n_max} trajectories were requested but the {config.dataset} training "
-            f"set has {len(data.train_x)} inputs: lower --trajectories"
-        )
+    check_trajectory_count(config, data)
 
     started = time.perf_counter()
     original, original_accuracy = train_or_load_original(
@@ -516,15 +478,7 @@ def run_sweep(
                 record = dict(payload["record"])
                 record["seconds"] = payload["seconds"]
                 hybrids.append(record)
-            layers.append(
-                {
-                    "layer": layer,
-                    "scaled_accuracy": state.scaled_accuracy,
-                    "scaling_loss": state.scaling_loss,
-                    "least_squares_accuracy": state.least_squares_accuracy,
-                    "hybrids": hybrids,
-                }
-            )
+            layers.append(layer_record(state, hybrids))
 
     seconds = {stage: round(value, 3) for stage, value in timer.seconds.items()}
     seconds["dmd_and_evaluation"] = round(
