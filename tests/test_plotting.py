@@ -13,6 +13,7 @@ import torch
 from koopman_hybrid.plotting import (
     count_outside_unit_circle,
     hankel_matrix,
+    hybrid_grids,
     plot_accuracy_grid,
     plot_decision_boundaries,
     plot_eigenvalues,
@@ -119,8 +120,12 @@ def test_decision_boundaries_rejects_3d_points(tmp_path):
 def test_eigenvalues_figure_written(tmp_path):
     inside = np.exp(1j * np.linspace(0, np.pi, 5)) * 0.5
     outside = np.array([1.2, 3.0 + 1.0j])
+    panels = [
+        [("A", inside), ("B", np.concatenate([inside, outside]))],
+        [None, ("C", inside)],
+    ]
     path = plot_eigenvalues(
-        [[("A", inside), ("B", np.concatenate([inside, outside]))], [None, ("C", inside)]],
+        panels,
         tmp_path / "e.png",
     )
     assert_png(path)
@@ -211,3 +216,12 @@ def test_headless_process_writes_png(tmp_path):
         [sys.executable, "-c", script, str(target)], env=env, check=True, timeout=120
     )
     assert_png(target)
+
+
+def test_hybrid_grids_layout():
+    grid = hybrid_grids(tiny_results()["layers"][0]["hybrids"])[0]
+    assert grid.columns == [("linear", 0), ("delay", 1), ("delay", 3)]
+    assert grid.trajectories == [50, 200]
+    # accuracy = 0.9 + 0.01 h + N / 10000, in percent; the linear variant has h = 0.
+    expected = 100 * np.array([[0.905, 0.915, 0.935], [0.92, 0.93, 0.95]])
+    np.testing.assert_allclose(grid.accuracies(), expected, rtol=1e-12)

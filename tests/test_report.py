@@ -59,7 +59,11 @@ def make_results():
     return {
         "dataset": "yinyang",
         "original_accuracy": ORIGINAL,
-        "layers": [layer(1, 0.982, 0.983), layer(2, 0.97, 0.975), layer(3, 0.983, 0.99)],
+        "layers": [
+            layer(1, 0.982, 0.983),
+            layer(2, 0.97, 0.975),
+            layer(3, 0.983, 0.99),
+        ],
         "seconds": {"training": 12.0, "dmd_and_evaluation": 70.0},
         "settings": {"scaling": {"n_inserted": 10}, "trajectories": [100, 1000]},
     }
@@ -205,3 +209,34 @@ def test_targets_text_marks_missed_layer():
 def test_report_for_quick_run_warns(tmp_path):
     path = write_report(tmp_path, {"yinyang": make_results()}, quick=True)
     assert "**Quick run:**" in path.read_text()
+
+
+def test_report_grid_table_linear_steps_row(report):
+    _, text = report
+    # n = 10: h linear steps are n + 1 - h, and the fully linear variant has 11.
+    assert "| linear steps | 11 | 9 | 6 | 1 |" in text
+
+
+def test_shortfall_names_longer_delay(report):
+    _, text = report
+    # Layer 2: h = 10 reaches 97.5 %, 1.0 point below the original 98.5 %.
+    assert "h = 10 reaches 97.50 % (−1.00 points)" in text
+
+
+def test_shortfall_counts_unstable_hybrids(tmp_path):
+    results = make_results()
+    best_short = results["layers"][1]["hybrids"][1]
+    best_short.update(n_unstable=2, spectral_radius=1.1)
+    text = write_report(tmp_path, {"yinyang": results}).read_text()
+    # Short hybrids of layer 2: h = 2, h = 5 and the linear one; only h = 5 is
+    # unstable. Its 6 linear steps grow a mode by 1.1^6 = 1.77.
+    assert "1 of the 3 hybrids with h ≤ 5 has DMD eigenvalues outside" in text
+    assert "1.77-fold over its 6 linear steps" in text
+
+
+def test_report_flags_hybrid_behind_least_squares(tmp_path):
+    results = make_results()
+    results["layers"][0]["least_squares_accuracy"] = 0.99
+    text = write_report(tmp_path, {"yinyang": results}).read_text()
+    assert "does not beat it for layer 1." in text
+    assert not summarize(results)["layers"][0]["beats_least_squares"]

@@ -1,7 +1,9 @@
 """Figures of the reproduction report, written as PNG files.
 
-Every function takes arrays (or models) and a path, writes the PNG atomically and
-returns the path. Figures are drawn on a ``matplotlib.figure.Figure`` with the Agg
+Every ``plot_*`` function takes arrays (or models), a ``path`` (str or os.PathLike)
+and an optional ``title`` (str) for the top of the figure. It writes the PNG to
+``path`` atomically, so that a failed call leaves no file, and returns ``path`` as a
+``pathlib.Path``. Figures are drawn on a ``matplotlib.figure.Figure`` with the Agg
 canvas attached explicitly, so that nothing depends on ``DISPLAY``, ``MPLBACKEND`` or
 the global pyplot state, and importing this module leaves the backend of the calling
 program unchanged.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +26,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle, Rectangle
 
 from .delay import delay_embed
-from .dmd import UNSTABLE_TOLERANCE, RankPolicy
+from .dmd import UNSTABLE_TOLERANCE
 from .files import atomic_path
+from .sweep import rank_text
 
 __all__ = [
+    "HybridGrid",
+    "hybrid_grids",
     "plot_accuracy_grid",
     "plot_decision_boundaries",
     "plot_eigenvalues",
@@ -39,13 +45,17 @@ DPI = 120
 # Heat maps print each value in its cell only while the numbers stay legible.
 ANNOTATE_MAX_ROWS = 16
 
+# Trajectory heat maps colour values up to this percentile of all their entries.
+TRAJECTORY_COLOUR_PERCENTILE = 99.0
+
 # Eigenvalue panels show at most this radius, so that one far-out eigenvalue does not
 # shrink the unit circle to a dot. Eigenvalues beyond it are drawn on the border.
 EIGENVALUE_AXIS_LIMIT = 2.0
 
 # Accuracy heat maps colour at most this many percentage points below the original
-# accuracy. Lower cells get the lowest colour, and their printed value stays exact.
-ACCURACY_COLOUR_RANGE_POINTS = 10.0
+# accuracy, so that 95 % and 98 % differ clearly. Lower cells get the lowest colour,
+# and their printed value stays exact.
+ACCURACY_COLOUR_RANGE_POINTS = 5.0
 
 # A hybrid within this many percentage points of the original network is outlined.
 CLOSE_TO_ORIGINAL_POINTS = 0.5
@@ -128,18 +138,11 @@ def plot_trajectory(
         Layer input and padded layer output of the original network.
     scaled_states : array of shape (d_in, n + 2)
         The trajectory of the same input through the scaled network.
-    path : str or os.PathLike
-        PNG file to write.
-    title : str, optional
-        Figure title.
     pad_value : float, optional
-        The constant that pads the output. When given, the title says which rows hold
-        it.
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+        The constant that pads the output. When given, the title names the rows that
+        contain it, and a dashed line marks where they start.
+    path, title
+        See the module docstring.
 
     Raises
     ------
@@ -166,10 +169,16 @@ def plot_trajectory(
         )
 
     n_units, n_steps = scaled.shape
-    low = float(min(original.min(), scaled.min()))
-    high = float(max(original.max(), scaled.max()))
+    # A few large activations would leave every other cell dark, so the colour scale
+    # ends at the 99th percentile and the colour bar marks the clipped top.
+    every_value = np.concatenate([original.ravel(), scaled.ravel()])
+    low = float(every_value.min())
+    high = float(np.percentile(every_value, TRAJECTORY_COLOUR_PERCENTILE))
+    if high <= low:
+        high = float(every_value.max())
     if high == low:
         high = low + 1.0
+    clipped = bool(every_value.max() > high)
     annotate = n_units <= ANNOTATE_MAX_ROWS
     height = 1.8 + 0.32 * n_units if annotate else 6.0
     width = 2.5 + 0.62 * (n_steps + 2)
@@ -178,13 +187,22 @@ def plot_trajectory(
     left = figure.add_subplot(grid[0, 0])
     right = figure.add_subplot(grid[0, 1], sharey=left)
 
+    # Both panels get two-line tick labels, so that their step labels line up.
+    scaled_labels = [f"$s_{{{step}}}$\n" for step in range(n_steps)]
+    scaled_labels[0] += "(input)"
+    scaled_labels[-1] += "(output)"
     image = None
     for axes, values, labels, panel_title in (
         (left, original, ["$s_0$\n(input)", "output\n(padded)"], "original layer"),
-        (right, scaled, [f"$s_{{{step}}}$" for step in range(n_steps)], "scaled layer"),
+        (right, scaled, scaled_labels, "scaled layer"),
     ):
         image = axes.imshow(
-            values, aspect="auto", cmap="viridis", vmin=low, vmax=high
+            values,
+            aspect="auto",
+            cmap="viridis",
+            vmin=low,
+            vmax=high,
+            interpolation="nearest",
         )
         axes.set_xticks(range(values.shape[1]), labels)
         axes.set_title(panel_title)
@@ -195,7 +213,13 @@ def plot_trajectory(
     if annotate:
         left.set_yticks(range(n_units))
     right.tick_params(labelleft=False)
-    figure.colorbar(image, ax=[left, right], label="activation", shrink=0.9)
+    figure.colorbar(
+        image,
+        ax=[left, right],
+        label="activation",
+        shrink=0.9,
+        extend="max" if clipped else "neither",
+    )
 
     lines = [title] if title else []
     if pad_value is not None:
@@ -203,8 +227,17 @@ def plot_trajectory(
         if padded:
             lines.append(
                 f"units {padded[0]} to {padded[-1]} of the output hold the pad value "
-                f"{pad_value:g}"
+                f"{pad_value:g} (below the dashed line)"
             )
+            for axes, column in ((left, 1), (right, n_steps - 1)):
+                axes.hlines(
+                    padded[0] - 0.5,
+                    column - 0.5,
+                    column + 0.5,
+                    colors="white",
+                    linestyles="--",
+                    linewidth=1.5,
+                )
     if lines:
         figure.suptitle("\n".join(lines))
     return _save(figure, path)
@@ -260,19 +293,12 @@ def plot_decision_boundaries(
         Test inputs.
     labels : array of shape (n_points,)
         Their true classes, integers from 0.
-    path : str or os.PathLike
-        PNG file to write.
     resolution : int, default 200
         Grid points per axis for the decision regions.
     bounds : (x_min, x_max, y_min, y_max), optional
         Plotted region. By default the points' range plus a 2 % margin.
-    title : str, optional
-        Figure title.
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    path, title
+        See the module docstring.
 
     Raises
     ------
@@ -311,7 +337,7 @@ def plot_decision_boundaries(
     grid_points = np.column_stack([grid_x.ravel(), grid_y.ravel()])
 
     n_rows = len(panels)
-    figure = _new_figure(3.2 * n_columns, 3.4 * n_rows + (0.4 if title else 0.0))
+    figure = _new_figure(3.2 * n_columns, 3.4 * n_rows + (0.8 if title else 0.4))
     n_classes = int(labels.max()) + 1
     regions = ListedColormap(REGION_COLOURS[: max(n_classes, 2)])
     for row_index, row in enumerate(panels):
@@ -360,8 +386,11 @@ def plot_decision_boundaries(
             axes.set_aspect("equal")
             axes.set_xticks([])
             axes.set_yticks([])
-            if row_index == 0 and column_index == 0:
-                axes.legend(loc="lower left", fontsize=7, markerscale=2, framealpha=0.8)
+    # One legend below the panels, so that it hides no point.
+    handles, names = axes.get_legend_handles_labels()
+    figure.legend(
+        handles, names, loc="outside lower center", ncols=len(names), markerscale=2.5
+    )
     if title:
         figure.suptitle(title)
     return _save(figure, path)
@@ -395,17 +424,10 @@ def plot_eigenvalues(
     ----------
     panels : sequence of rows, each a sequence of (title, eigenvalues) or None
         ``eigenvalues`` is a complex array of shape (rank,). None leaves a slot empty.
-    path : str or os.PathLike
-        PNG file to write.
-    title : str, optional
-        Figure title.
     axis_limit : float, default 2.0
         Largest real or imaginary part shown.
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    path, title
+        See the module docstring.
 
     Raises
     ------
@@ -416,7 +438,8 @@ def plot_eigenvalues(
     n_columns = _check_panel_rows(panels, "panels")
     if axis_limit <= 1.0:
         raise ValueError(
-            f"axis_limit must be above 1 so that the unit circle shows, got {axis_limit}."
+            f"axis_limit must be above 1 so that the unit circle shows, got "
+            f"{axis_limit}."
         )
     checked: list[tuple[int, int, str, np.ndarray]] = []
     for row_index, row in enumerate(panels):
@@ -435,15 +458,35 @@ def plot_eigenvalues(
     largest = max(float(np.abs(values).max()) for *_, values in checked)
     limit = min(axis_limit, max(1.15, 1.05 * largest))
     n_rows = len(panels)
-    figure = _new_figure(3.0 * n_columns, 3.3 * n_rows + (0.4 if title else 0.0))
+    figure = _new_figure(3.4 * n_columns, 3.9 * n_rows + 0.6)
     for row_index, column_index, panel_title, eigenvalues in checked:
         axes = figure.add_subplot(
             n_rows, n_columns, row_index * n_columns + column_index + 1
         )
         _draw_eigenvalue_panel(axes, eigenvalues, panel_title, limit)
-    if title:
-        figure.suptitle(title)
+        # Axis labels and tick labels on the outer panels only, since all panels
+        # share one scale; this leaves room for the titles of the row below.
+        if column_index == 0:
+            axes.set_ylabel("imaginary part")
+        else:
+            axes.tick_params(labelleft=False)
+        if _panel_below(panels, row_index, column_index):
+            axes.tick_params(labelbottom=False)
+        else:
+            axes.set_xlabel("real part")
+    key = "blue: on or inside the unit circle; red: outside"
+    figure.suptitle(f"{title}\n{key}" if title else key)
     return _save(figure, path)
+
+
+def _panel_below(
+    panels: Sequence[Sequence[Panel | None]], row_index: int, column_index: int
+) -> bool:
+    """Return whether any later row has a panel in this column."""
+    return any(
+        column_index < len(row) and row[column_index] is not None
+        for row in panels[row_index + 1 :]
+    )
 
 
 def _draw_eigenvalue_panel(
@@ -480,11 +523,9 @@ def _draw_eigenvalue_panel(
     axes.set_xlim(-limit, limit)
     axes.set_ylim(-limit, limit)
     axes.set_aspect("equal")
-    axes.set_xlabel("real part")
-    axes.set_ylabel("imaginary part")
     summary = f"{int(outside.sum())} of {eigenvalues.size} outside the unit circle"
     if beyond.any():
-        summary += f"\n({int(beyond.sum())} beyond the axes, on the border)"
+        summary += f"\n({int(beyond.sum())} beyond ±{limit:g}, drawn on the border)"
     axes.set_title(f"{panel_title}\n{summary}", fontsize=9)
 
 
@@ -509,7 +550,9 @@ def hankel_matrix(trajectories: np.ndarray, delay: int) -> np.ndarray:
     return windows.reshape(n_trajectories * n_windows, window_length).T
 
 
-def right_singular_vectors(matrix: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+def right_singular_vectors(
+    matrix: np.ndarray, count: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Return the first ``count`` rows of Vh in matrix = U S Vh, and the energy shares.
 
     Signs are fixed so that each vector's entry of largest magnitude is positive,
@@ -557,17 +600,10 @@ def plot_right_singular_vectors(
         per-trajectory pattern stays visible.
     delays : sequence of int
         Delays h, each below n_states.
-    path : str or os.PathLike
-        PNG file to write.
     n_vectors : int, default 3
         Rows of Vh drawn per panel.
-    title : str, optional
-        Figure title.
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+    path, title
+        See the module docstring.
 
     Raises
     ------
@@ -584,10 +620,9 @@ def plot_right_singular_vectors(
 
     n_rows = len(delays)
     n_columns = len(trajectories)
-    figure = _new_figure(5.2 * n_columns, 2.3 * n_rows + 0.8)
+    figure = _new_figure(6.6 * n_columns, 2.3 * n_rows + 0.8)
     for column_index, (label, values) in enumerate(trajectories.items()):
         array = np.asarray(values)
-        n_windows = array.shape[1] - delays[0] if array.ndim == 3 else 0
         for row_index, delay in enumerate(delays):
             matrix = hankel_matrix(array, delay)
             n_windows = array.shape[1] - delay
@@ -603,14 +638,15 @@ def plot_right_singular_vectors(
                     linewidth=1.0,
                     marker="." if n_windows <= 3 else None,
                     markersize=3,
-                    label=f"$v_{{{index + 1}}}$ ({100 * share:.1f} % of energy)",
+                    label=f"$v_{{{index + 1}}}$: {100 * share:.1f} % of energy",
                 )
             axes.set_title(
                 f"{label}, h = {delay}: Hankel matrix "
                 f"{matrix.shape[0]} × {matrix.shape[1]}",
                 fontsize=9,
             )
-            axes.legend(fontsize=7, loc="upper right", framealpha=0.8)
+            # The legend sits right of the panel, so that it hides no line.
+            axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
             axes.set_ylabel("entry of $v_j$")
             if row_index == n_rows - 1:
                 axes.set_xlabel("snapshot index (trajectory by trajectory)")
@@ -631,26 +667,23 @@ def plot_accuracy_grid(
     """Draw every hybrid's test accuracy over delay h and trajectories N, per layer.
 
     One heat map per replaced layer (and per rank policy when there are several),
-    with N as rows and h as columns. The fully linear variant is the first column.
-    Each cell prints the accuracy in percent. Cells within 0.5 percentage points of
-    the original network are outlined. The colour bar marks the original accuracy,
-    and each panel title gives the scaled and least-squares accuracies.
+    with N as rows and h as columns. The fully linear variant is the first column,
+    set off by a white line, and a dashed line separates the delays h <= n/2 from the
+    longer ones when the results give n. Each cell prints the accuracy in percent,
+    and cells within 0.5 percentage points of the original network are outlined.
+    The colour scale spans at most 5 points below the original accuracy, which a red
+    line marks on the colour bar; each panel title gives the layer's scaled and
+    least-squares accuracies. The default title names the data set.
 
     Parameters
     ----------
     results : mapping
         Results in the schema of ``results.json``: ``dataset``,
-        ``original_accuracy`` and ``layers`` (each with ``layer``,
-        ``scaled_accuracy``, ``least_squares_accuracy`` and ``hybrids``).
-    path : str or os.PathLike
-        PNG file to write.
-    title : str, optional
-        Figure title. By default it names the data set and the original accuracy.
-
-    Returns
-    -------
-    pathlib.Path
-        ``path``.
+        ``original_accuracy``, ``layers`` (each with ``layer``, ``scaled_accuracy``,
+        ``least_squares_accuracy`` and ``hybrids``) and, optionally,
+        ``settings.scaling.n_inserted``.
+    path, title
+        See the module docstring.
 
     Raises
     ------
@@ -658,123 +691,202 @@ def plot_accuracy_grid(
         If no layer has a hybrid with an accuracy.
     """
     original = 100 * float(results["original_accuracy"])
-    tables = _accuracy_tables(results)
-    if not tables:
+    n_inserted = results.get("settings", {}).get("scaling", {}).get("n_inserted")
+    panels = [
+        (layer, grid, grid.accuracies())
+        for layer in results["layers"]
+        for grid in hybrid_grids(layer["hybrids"])
+    ]
+    panels = [panel for panel in panels if np.isfinite(panel[2]).any()]
+    if not panels:
         raise ValueError("results has no hybrid with an accuracy to plot.")
 
-    every_value = np.concatenate([table.values[np.isfinite(table.values)] for table in tables])
-    high = max(float(every_value.max()), original)
-    low = max(float(every_value.min()), original - ACCURACY_COLOUR_RANGE_POINTS)
+    finite = np.concatenate([values[np.isfinite(values)] for *_, values in panels])
+    high = max(float(finite.max()), original)
+    low = max(float(finite.min()), original - ACCURACY_COLOUR_RANGE_POINTS)
     if high - low < 0.5:
         low = high - 0.5
-    n_panels = len(tables)
-    n_columns = min(n_panels, 3)
-    n_rows = math.ceil(n_panels / n_columns)
-    widest = max(table.values.shape[1] for table in tables)
-    tallest = max(table.values.shape[0] for table in tables)
+    # Headroom above the top value, so that the original's mark is not on the edge.
+    high += 0.03 * (high - low)
+    several_ranks = len({grid.rank for _, grid, _ in panels}) > 1
+    n_columns = min(len(panels), 3)
+    n_rows = math.ceil(len(panels) / n_columns)
+    widest = max(len(grid.columns) for _, grid, _ in panels)
+    tallest = max(len(grid.trajectories) for _, grid, _ in panels)
     figure = _new_figure(
-        1.2 + n_columns * (1.0 + 0.75 * widest), 1.0 + n_rows * (1.5 + 0.45 * tallest)
+        1.4 + n_columns * (1.2 + 0.7 * widest), 1.2 + n_rows * (1.6 + 0.45 * tallest)
     )
 
     image = None
     all_axes = []
-    for index, table in enumerate(tables):
+    for index, (layer, grid, values) in enumerate(panels):
         axes = figure.add_subplot(n_rows, n_columns, index + 1)
         all_axes.append(axes)
-        masked = np.ma.masked_invalid(table.values)
-        image = axes.imshow(masked, cmap="viridis", vmin=low, vmax=high, aspect="auto")
-        for row in range(table.values.shape[0]):
-            for column in range(table.values.shape[1]):
-                value = table.values[row, column]
-                if not np.isfinite(value):
-                    axes.text(column, row, "–", ha="center", va="center", fontsize=8)
-                    continue
-                close = value >= original - CLOSE_TO_ORIGINAL_POINTS
-                axes.text(
-                    column,
-                    row,
-                    f"{value:.1f}",
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    fontweight="bold" if close else "normal",
-                    color="black" if value > 0.5 * (low + high) else "white",
-                )
-                if close:
-                    axes.add_patch(
-                        Rectangle(
-                            (column - 0.48, row - 0.48),
-                            0.96,
-                            0.96,
-                            fill=False,
-                            edgecolor="white",
-                            linewidth=1.6,
-                        )
-                    )
-        axes.set_xticks(range(len(table.column_labels)), table.column_labels)
-        axes.set_yticks(range(len(table.trajectories)), [str(n) for n in table.trajectories])
+        image = axes.imshow(
+            np.ma.masked_invalid(values),
+            cmap="viridis",
+            vmin=low,
+            vmax=high,
+            aspect="auto",
+        )
+        _accuracy_cells(axes, values, original, 0.5 * (low + high))
+        _accuracy_separators(axes, grid, n_inserted)
+        axes.set_xticks(range(len(grid.columns)), grid.column_labels)
+        axes.set_yticks(
+            range(len(grid.trajectories)), [str(n) for n in grid.trajectories]
+        )
         axes.set_xlabel("delay h")
         axes.set_ylabel("trajectories N")
-        axes.set_title(table.title, fontsize=9)
+        heading = (
+            f"hidden layer {layer['layer']} replaced\nscaled "
+            f"{100 * float(layer['scaled_accuracy']):.2f} %, least squares "
+            f"{100 * float(layer['least_squares_accuracy']):.2f} %"
+        )
+        if several_ranks:
+            heading += f"\nrank {grid.rank}"
+        axes.set_title(heading, fontsize=9)
     colorbar = figure.colorbar(
-        image,
-        ax=all_axes,
-        label="test accuracy (%)",
-        extend="min",
-        shrink=0.9,
+        image, ax=all_axes, label="test accuracy (%)", extend="min", shrink=0.9
     )
     colorbar.ax.axhline(original, color="red", linewidth=2.0)
-    heading = title or f"{results['dataset']}: hybrid test accuracy (%)"
-    figure.suptitle(
-        f"{heading}\noriginal network {original:.2f} % (red line on the colour bar); "
-        f"outlined: within {CLOSE_TO_ORIGINAL_POINTS} points of it",
-        fontsize=10,
+    colorbar.ax.annotate(
+        "original",
+        xy=(0.0, original),
+        xycoords=("axes fraction", "data"),
+        xytext=(-3, 0),
+        textcoords="offset points",
+        ha="right",
+        va="center",
+        color="red",
+        fontsize=8,
     )
+    heading = title or f"{results['dataset']}: hybrid test accuracy (%)"
+    notes = [
+        f"original network {original:.2f} % (red line on the colour bar)",
+        f"outlined: within {CLOSE_TO_ORIGINAL_POINTS} points of it",
+    ]
+    if n_inserted is not None:
+        notes.append(f"dashed: h ≤ n/2 = {int(n_inserted) // 2} to its left")
+    figure.suptitle(f"{heading}\n{'; '.join(notes)}", fontsize=10)
     return _save(figure, path)
 
 
-class _AccuracyTable:
-    """Accuracies of one layer's hybrids laid out as rows N and columns h."""
-
-    def __init__(self, title: str, trajectories, column_labels, values) -> None:
-        self.title = title
-        self.trajectories = trajectories
-        self.column_labels = column_labels
-        self.values = values
-
-
-def _rank_label(hybrid: Mapping[str, Any]) -> str:
-    policy = hybrid.get("rank_policy")
-    if isinstance(policy, Mapping):
-        return str(RankPolicy.from_json(dict(policy)))
-    return str(hybrid.get("rank"))
-
-
-def _accuracy_tables(results: Mapping[str, Any]) -> list[_AccuracyTable]:
-    tables = []
-    for layer in results["layers"]:
-        hybrids = [h for h in layer["hybrids"] if h.get("accuracy") is not None]
-        rank_labels = sorted({_rank_label(h) for h in hybrids})
-        for rank_label in rank_labels:
-            chosen = [h for h in hybrids if _rank_label(h) == rank_label]
-            trajectories = sorted({int(h["trajectories"]) for h in chosen})
-            has_linear = any(h["variant"] == "linear" for h in chosen)
-            delays = sorted({int(h["delay"]) for h in chosen if h["variant"] != "linear"})
-            columns: list[tuple[str, int]] = [("linear", 0)] if has_linear else []
-            columns += [("delay", delay) for delay in delays]
-            labels = ["linear" if kind == "linear" else str(d) for kind, d in columns]
-            values = np.full((len(trajectories), len(columns)), np.nan)
-            for hybrid in chosen:
-                kind = "linear" if hybrid["variant"] == "linear" else "delay"
-                column = columns.index((kind, 0 if kind == "linear" else int(hybrid["delay"])))
-                row = trajectories.index(int(hybrid["trajectories"]))
-                values[row, column] = 100 * float(hybrid["accuracy"])
-            heading = (
-                f"layer {layer['layer']}: scaled "
-                f"{100 * float(layer['scaled_accuracy']):.2f} %, least squares "
-                f"{100 * float(layer['least_squares_accuracy']):.2f} %"
+def _accuracy_cells(axes, values: np.ndarray, original: float, middle: float) -> None:
+    """Print each accuracy in its cell and outline those close to the original."""
+    for row in range(values.shape[0]):
+        for column in range(values.shape[1]):
+            value = values[row, column]
+            if not np.isfinite(value):
+                axes.text(column, row, "–", ha="center", va="center", fontsize=8)
+                continue
+            close = value >= original - CLOSE_TO_ORIGINAL_POINTS
+            axes.text(
+                column,
+                row,
+                f"{value:.1f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                fontweight="bold" if close else "normal",
+                color="black" if value > middle else "white",
             )
-            if len(rank_labels) > 1:
-                heading += f"\nrank {rank_label}"
-            tables.append(_AccuracyTable(heading, trajectories, labels, values))
-    return tables
+            if close:
+                outline = Rectangle(
+                    (column - 0.46, row - 0.46),
+                    0.92,
+                    0.92,
+                    fill=False,
+                    edgecolor="red",
+                    linewidth=1.6,
+                )
+                axes.add_patch(outline)
+
+
+def _accuracy_separators(axes, grid: HybridGrid, n_inserted: int | None) -> None:
+    """Set off the linear column and the delays h <= n/2 with vertical lines."""
+    if grid.columns and grid.columns[0][0] == "linear" and len(grid.columns) > 1:
+        axes.axvline(0.5, color="white", linewidth=3.0)
+    if n_inserted is None:
+        return
+    short = [i for i, (_, h) in enumerate(grid.columns) if 2 * h <= int(n_inserted)]
+    if short and short[-1] < len(grid.columns) - 1:
+        axes.axvline(short[-1] + 0.5, color="white", linewidth=1.5, linestyle="--")
+
+
+@dataclass(frozen=True)
+class HybridGrid:
+    """One layer's hybrids of one rank policy, laid out as rows N and columns h.
+
+    ``columns`` holds ("linear", 0) first where the fully linear variant is present,
+    then ("delay", h) for each delay in ascending order. ``records[i][j]`` is the
+    hybrid record of row ``trajectories[i]`` and column ``columns[j]``, or None.
+    """
+
+    rank: str
+    trajectories: list[int]
+    columns: list[tuple[str, int]]
+    records: list[list[Mapping[str, Any] | None]]
+
+    @property
+    def column_labels(self) -> list[str]:
+        """Return "linear" or the delay h of each column."""
+        return ["linear" if kind == "linear" else str(h) for kind, h in self.columns]
+
+    def accuracies(self) -> np.ndarray:
+        """Return the accuracies in percent, NaN where a cell is missing or failed."""
+        values = np.full((len(self.trajectories), len(self.columns)), np.nan)
+        for row, records in enumerate(self.records):
+            for column, record in enumerate(records):
+                if record is not None and record.get("accuracy") is not None:
+                    values[row, column] = 100 * float(record["accuracy"])
+        return values
+
+    def linear_steps(self) -> list[int | None]:
+        """Return each column's count of linear steps, None where no record has it."""
+        counts = []
+        for column in range(len(self.columns)):
+            steps = [
+                records[column].get("linear_steps")
+                for records in self.records
+                if records[column] is not None
+            ]
+            known = [int(step) for step in steps if step is not None]
+            counts.append(known[0] if known else None)
+        return counts
+
+
+def _column_of(hybrid: Mapping[str, Any]) -> tuple[str, int]:
+    if hybrid["variant"] == "linear":
+        return ("linear", 0)
+    return ("delay", int(hybrid["delay"]))
+
+
+def hybrid_grids(hybrids: Sequence[Mapping[str, Any]]) -> list[HybridGrid]:
+    """Lay out one layer's hybrid records as grids, one per rank policy.
+
+    Parameters
+    ----------
+    hybrids : sequence of mapping
+        Hybrid records in the schema of ``results.json`` (``variant``, ``delay``,
+        ``trajectories``, ``rank_policy`` and, when it finished, ``accuracy``).
+
+    Returns
+    -------
+    list of HybridGrid
+        In order of the rank policies' text form.
+    """
+    grids = []
+    for rank in sorted({rank_text(dict(h)) for h in hybrids}):
+        chosen = [h for h in hybrids if rank_text(dict(h)) == rank]
+        trajectories = sorted({int(h["trajectories"]) for h in chosen})
+        columns = sorted(
+            {_column_of(h) for h in chosen}, key=lambda c: (c[0] != "linear", c[1])
+        )
+        records: list[list[Mapping[str, Any] | None]] = [
+            [None] * len(columns) for _ in trajectories
+        ]
+        for hybrid in chosen:
+            row = trajectories.index(int(hybrid["trajectories"]))
+            records[row][columns.index(_column_of(hybrid))] = hybrid
+        grids.append(HybridGrid(rank, trajectories, columns, records))
+    return grids

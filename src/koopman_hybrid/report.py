@@ -37,6 +37,7 @@ from .dmd import DMD
 from .experiment import HybridSpec, evaluate_hybrid, package_versions
 from .files import atomic_write_json, atomic_write_text
 from .plotting import (
+    hybrid_grids,
     plot_accuracy_grid,
     plot_decision_boundaries,
     plot_eigenvalues,
@@ -169,7 +170,19 @@ def _describe(hybrid: dict[str, Any] | None, layer: int | None = None) -> str:
     else:
         where.append(f"h = {hybrid['delay']}")
     where.append(f"N = {hybrid['trajectories']}")
+    share = _linear_share(hybrid)
+    if share and hybrid["variant"] != "linear":
+        where.append(share)
     return f"{_percent(hybrid['accuracy'])} ({', '.join(where)})"
+
+
+def _linear_share(hybrid: dict[str, Any]) -> str:
+    """Return "6 of 11 steps linear" from a hybrid record, or "" without the counts."""
+    linear = hybrid.get("linear_steps")
+    nonlinear = hybrid.get("nonlinear_layers_run")
+    if linear is None or nonlinear is None:
+        return ""
+    return f"{int(linear)} of {int(linear) + int(nonlinear)} steps linear"
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
@@ -205,23 +218,37 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             best is None or candidate["accuracy"] > best["accuracy"]
         ):
             best, best_layer = candidate, layer["layer"]
-        short = _best([h for h in hybrids if 2 * int(h["delay"]) <= n_inserted])
+        short_hybrids = [
+            h
+            for h in hybrids
+            if 2 * int(h["delay"]) <= n_inserted and h.get("accuracy") is not None
+        ]
+        short = _best(short_hybrids)
         linear = _best([h for h in hybrids if h["variant"] == "linear"])
         least_squares = float(layer["least_squares_accuracy"])
+        scaled = float(layer["scaled_accuracy"])
         short_gap = _gap(short, original)
         layers.append(
             {
                 "layer": layer["layer"],
-                "scaled_accuracy": float(layer["scaled_accuracy"]),
+                "scaled_accuracy": scaled,
+                "scaled_gap": _points(scaled - original),
                 "paper_scaled_accuracy": paper.get("scaled", {}).get(layer["layer"]),
                 "best_short": short,
                 "best_short_gap": short_gap,
+                "best_any": candidate,
+                "best_any_gap": _gap(candidate, original),
                 "linear": linear,
                 "linear_gap": _gap(linear, original),
                 "least_squares_accuracy": least_squares,
                 "least_squares_gap": _points(least_squares - original),
-                "within_target": short_gap is not None
-                and short_gap >= -CLOSE_POINTS - 1e-9,
+                "beats_least_squares": short is not None
+                and short["accuracy"] > least_squares,
+                "short_count": len(short_hybrids),
+                "short_unstable": sum(
+                    1 for h in short_hybrids if int(h.get("n_unstable") or 0) > 0
+                ),
+                "within_target": _within(short_gap),
                 "failed_cells": sum(1 for h in hybrids if h.get("accuracy") is None),
             }
         )
@@ -248,6 +275,10 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _within(gap: float | None) -> bool:
+    return gap is not None and gap >= -CLOSE_POINTS - 1e-9
+
+
 def _gap(hybrid: dict[str, Any] | None, original: float) -> float | None:
     if hybrid is None:
         return None
@@ -262,7 +293,11 @@ def results_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """
     dataset = results["dataset"]
     rows = [
-        {"dataset": dataset, "kind": "original", "accuracy": results["original_accuracy"]}
+        {
+            "dataset": dataset,
+            "kind": "original",
+            "accuracy": results["original_accuracy"],
+        }
     ]
     for layer in results["layers"]:
         number = layer["layer"]
@@ -340,10 +375,14 @@ def _targets_rows(summary: dict[str, Any]) -> list[list[str]]:
     for layer in summary["layers"]:
         rows.append(
             [
-                f"{name}: layer {layer['layer']}, a hybrid with h ≤ {short} within "
-                f"{CLOSE_POINTS} points of the original",
-                f"{_describe(layer['best_short'])}, "
-                f"{_signed_points(layer['best_short_gap'])} points",
+                (
+                    f"{name}: layer {layer['layer']}, a hybrid with h ≤ {short} within "
+                    f"{CLOSE_POINTS} points of the original"
+                ),
+                (
+                    f"{_describe(layer['best_short'])}, "
+                    f"{_signed_points(layer['best_short_gap'])} points"
+                ),
                 _yes_no(layer["within_target"]),
             ]
         )
@@ -358,8 +397,9 @@ def _dataset_section(
     lines = [f"## {name}", ""]
     lines.append(
         f"n = {summary['n_inserted']} inserted layers, so a short delay means "
-        f"h ≤ n/2 = {short}. Accuracies are on the test set; Δ is the difference to "
-        "the original network in percentage points."
+        f"h ≤ n/2 = {short}, which makes at least half of the n + 1 steps linear. "
+        "Accuracies are on the test set; Δ is the difference to the original network "
+        "in percentage points."
     )
     lines.append("")
 
@@ -403,6 +443,7 @@ def _dataset_section(
                 _signed_points(layer["linear_gap"]),
                 _percent(layer["least_squares_accuracy"]),
                 _signed_points(layer["least_squares_gap"]),
+                _yes_no(layer["beats_least_squares"]),
                 _yes_no(layer["within_target"]),
             ]
         )
@@ -415,6 +456,7 @@ def _dataset_section(
             "Δ",
             "least squares",
             "Δ",
+            f"best h ≤ {short} beats least squares",
             f"within {CLOSE_POINTS} points",
         ],
         rows,
@@ -429,20 +471,19 @@ def _dataset_section(
     )
     lines.append("")
     for layer in summary["layers"]:
-        if layer["within_target"]:
-            continue
-        if layer["best_short"] is None:
-            lines.append(
-                f"Layer {layer['layer']} stops short of the target: no hybrid with "
-                f"h ≤ {short} finished."
-            )
-        else:
-            lines.append(
-                f"Layer {layer['layer']} stops short of the target: its best hybrid "
-                f"with h ≤ {short} reaches {_percent(layer['best_short']['accuracy'])}, "
-                f"{abs(layer['best_short_gap']):.2f} points below the original "
-                f"(the target is {CLOSE_POINTS})."
-            )
+        if not layer["within_target"]:
+            lines += [*_shortfall_lines(layer, short), ""]
+    behind = [
+        str(layer["layer"])
+        for layer in summary["layers"]
+        if not layer["beats_least_squares"]
+    ]
+    if behind:
+        lines.append(
+            "A hybrid is only of interest where it beats the least-squares baseline. "
+            f"The best hybrid with h ≤ {short} does not beat it for "
+            f"{_plural('layer', behind)} {', '.join(behind)}."
+        )
         lines.append("")
     failed = sum(layer["failed_cells"] for layer in summary["layers"])
     if failed:
@@ -459,41 +500,100 @@ def _dataset_section(
     return lines
 
 
+def _plural(word: str, items: Sequence[Any]) -> str:
+    return word if len(items) == 1 else word + "s"
+
+
+def _shortfall_lines(layer: dict[str, Any], short: int) -> list[str]:
+    """Say where a layer stops short of the target and what the results point to."""
+    head = f"**Layer {layer['layer']} stops short of the target:**"
+    best = layer["best_short"]
+    if best is None:
+        return [f"{head} no hybrid with h ≤ {short} finished."]
+    text = (
+        f"{head} its best hybrid with h ≤ {short} reaches {_describe(best)}, "
+        f"{abs(layer['best_short_gap']):.2f} points below the original, against a "
+        f"target of {CLOSE_POINTS}. What this run shows:"
+    )
+
+    # Each finding is one bullet, computed from this layer's results.
+    findings = []
+    if layer["scaled_gap"] < -CLOSE_POINTS:
+        findings.append(
+            "The scaled network, whose trajectories every hybrid is fitted to, is "
+            f"itself {abs(layer['scaled_gap']):.2f} points below the original."
+        )
+
+    longest = layer["best_any"]
+    if longest is not None and int(longest["delay"]) > short:
+        closes = "closes the gap" if _within(layer["best_any_gap"]) else "does better"
+        findings.append(
+            f"Running more inserted layers before the linear steps {closes}: "
+            f"h = {longest['delay']} reaches {_percent(longest['accuracy'])} "
+            f"({_signed_points(layer['best_any_gap'])} points)."
+        )
+    else:
+        findings.append(f"No delay above {short} in the grid does better.")
+
+    if layer["short_unstable"]:
+        findings.append(_instability_text(layer, short))
+
+    least_squares_gap = _signed_points(layer["least_squares_gap"])
+    if _within(layer["least_squares_gap"]):
+        findings.append(
+            "One affine least-squares map of the layer input is within the target "
+            f"({least_squares_gap} points), so an affine map suffices for this layer "
+            "and the loss lies in the multi-step DMD prediction."
+        )
+    else:
+        findings.append(
+            "One affine least-squares map of the layer input also falls short "
+            f"({least_squares_gap} points), so no single affine map comes within the "
+            "target either."
+        )
+    return [text, "", *(f"- {finding}" for finding in findings)]
+
+
+def _instability_text(layer: dict[str, Any], short: int) -> str:
+    best = layer["best_short"]
+    unstable, count = layer["short_unstable"], layer["short_count"]
+    if unstable == count:
+        subject = f"All {count} hybrids with h ≤ {short} have"
+    else:
+        verb = "has" if unstable == 1 else "have"
+        subject = f"{unstable} of the {count} hybrids with h ≤ {short} {verb}"
+    text = f"{subject} DMD eigenvalues outside the unit circle"
+
+    radius = best.get("spectral_radius")
+    steps = best.get("linear_steps")
+    if int(best.get("n_unstable") or 0) > 0 and radius is not None and steps:
+        growth = float(radius) ** int(steps)
+        text += (
+            f", the best one included: its largest eigenvalue modulus "
+            f"{float(radius):.3f} can grow a mode {growth:.3g}-fold over its "
+            f"{int(steps)} linear steps"
+        )
+    return text + "."
+
+
 def _grid_table(layer: dict[str, Any]) -> list[str]:
-    hybrids = layer["hybrids"]
     lines = [
-        f"Layer {layer['layer']} (scaled {_percent(layer['scaled_accuracy'])}, least "
-        f"squares {_percent(layer['least_squares_accuracy'])}):",
+        (
+            f"Layer {layer['layer']} (scaled {_percent(layer['scaled_accuracy'])}, "
+            f"least squares {_percent(layer['least_squares_accuracy'])}):"
+        ),
         "",
     ]
-    ranks = sorted({rank_text(h) for h in hybrids})
-    for rank in ranks:
-        chosen = [h for h in hybrids if rank_text(h) == rank]
-        trajectories = sorted({int(h["trajectories"]) for h in chosen})
-        columns: list[tuple[str, int]] = []
-        if any(h["variant"] == "linear" for h in chosen):
-            columns.append(("linear", 0))
-        columns += [
-            ("delay", d)
-            for d in sorted({int(h["delay"]) for h in chosen if h["variant"] != "linear"})
-        ]
-        cells = {
-            (h["variant"] if h["variant"] == "linear" else "delay",
-             0 if h["variant"] == "linear" else int(h["delay"]),
-             int(h["trajectories"])): h
-            for h in chosen
-        }
-        header = [f"N \\ h (rank {rank})" if len(ranks) > 1 else "N \\ h"]
-        header += ["linear" if kind == "linear" else str(d) for kind, d in columns]
-        rows = []
-        for n in trajectories:
-            row = [str(n)]
-            for kind, delay in columns:
-                hybrid = cells.get((kind, delay, n))
-                accuracy = None if hybrid is None else hybrid.get("accuracy")
-                row.append("–" if accuracy is None else f"{100 * accuracy:.2f}")
-            rows.append(row)
-        lines += _table(header, rows)
+    grids = hybrid_grids(layer["hybrids"])
+    for grid in grids:
+        corner = "N \\ h" if len(grids) == 1 else f"N \\ h (rank {grid.rank})"
+        steps = ["–" if count is None else str(count) for count in grid.linear_steps()]
+        rows = [["linear steps", *steps]]
+        for n, values in zip(grid.trajectories, grid.accuracies()):
+            rows.append(
+                [str(n), *("–" if math.isnan(v) else f"{v:.2f}" for v in values)]
+            )
+        lines += _table([corner, *grid.column_labels], rows)
         lines.append("")
     return lines
 
@@ -539,9 +639,13 @@ def render_report(
     figure_errors : sequence of str
         Figures that failed, one message each.
     """
-    summaries = {name: summarize(results) for name, results in results_by_dataset.items()}
+    summaries = {
+        name: summarize(results) for name, results in results_by_dataset.items()
+    }
     lines = ["# Koopman hybrid reproduction report", ""]
-    lines.append(f"Made by `{command}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
+    lines.append(
+        f"Made by `{command}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC."
+    )
     if seconds is not None:
         lines.append(f"Total wall time: {_duration(seconds)}.")
     lines.append("")
@@ -617,7 +721,7 @@ def _duration(seconds: float | None) -> str:
         return "–"
     if seconds < 60:
         return f"{seconds:.1f} s"
-    minutes, rest = divmod(int(round(seconds)), 60)
+    minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest:02d} s"
 
 
@@ -677,7 +781,9 @@ def write_report(
         versions=versions,
         figure_errors=figure_errors,
     )
-    rows = [row for results in results_by_dataset.values() for row in results_rows(results)]
+    rows = [
+        row for results in results_by_dataset.values() for row in results_rows(results)
+    ]
     atomic_write_text(out_dir / "results.csv", _csv_text(rows))
     atomic_write_json(
         out_dir / "report.json",
@@ -728,6 +834,46 @@ def _dataset_name(dataset: str) -> str:
     return PAPER.get(dataset, {}).get("name", dataset)
 
 
+# Caption of each figure kind, filled in with the values its builder passes.
+CAPTIONS = {
+    "trajectory": (
+        "Trajectory of one test input through hidden layer {layer} of the original "
+        "network (left: layer input and padded output) and of the scaled network "
+        "(right: all n + 2 = {n_states} states). Rows are units, columns are steps "
+        "(paper, figure 2)."
+    ),
+    "decision_boundaries": (
+        "Decision regions of the original network and of one hybrid per replaced "
+        "layer (top row: h = {top_delay}, N = {top_n}, as in figure 3 of the paper; "
+        "bottom row: each layer's best hybrid with h ≤ {short}). Crosses mark "
+        "misclassified test points."
+    ),
+    "eigenvalues": (
+        "DMD eigenvalues of hidden layer {layer} against the unit circle, delay h "
+        "growing left to right and N top to bottom (paper, figure 4). Red: outside "
+        "the unit circle."
+    ),
+    "singular_vectors": (
+        "Leading right singular vectors of the Hankel matrix H = U S Vh (delay "
+        "windows as columns) of the first and last replaced layers, for delays "
+        "{delays} (paper, figure 5). Each row of Vh is a signal over the snapshot "
+        "index; grey lines separate the trajectories."
+    ),
+    "accuracy": (
+        "Test accuracy of every hybrid over delay h and trajectories N, one panel per "
+        "replaced layer (paper, figure 6). Outlined cells are within {close} points "
+        "of the original network."
+    ),
+}
+
+
+def _entry(
+    dataset: str, kind: str, path: Path, name: str | None = None, **values: Any
+) -> FigureEntry:
+    """Return the report entry of one figure, its caption filled from ``values``."""
+    return FigureEntry(dataset, name or kind, path, CAPTIONS[kind].format(**values))
+
+
 def _trajectory_figure(sweep: SweepResult, folder: Path) -> list[FigureEntry]:
     config = sweep.config
     layer = sweep.plan.figures.trajectory_layer
@@ -750,13 +896,7 @@ def _trajectory_figure(sweep: SweepResult, folder: Path) -> list[FigureEntry]:
         f"({d_in} → {d_out}), first test input, n = {n} inserted layers",
         pad_value=config.pad_value,
     )
-    caption = (
-        f"Trajectory of one test input through hidden layer {layer} of the original "
-        f"network (left: layer input and padded output) and of the scaled network "
-        f"(right: all n + 2 = {n + 2} states). Rows are units, columns are steps "
-        "(paper, figure 2)."
-    )
-    return [FigureEntry(config.dataset, "trajectory", path, caption)]
+    return [_entry(config.dataset, "trajectory", path, layer=layer, n_states=n + 2)]
 
 
 def _decision_boundary_figure(sweep: SweepResult, folder: Path) -> list[FigureEntry]:
@@ -768,6 +908,9 @@ def _decision_boundary_figure(sweep: SweepResult, folder: Path) -> list[FigureEn
             f"decision boundaries need 2-D inputs, {config.dataset} has "
             f"{sweep.data.n_features} features"
         )
+
+    # Top row: the original and each layer's hybrid at the longest delay and N, as
+    # in the paper. Bottom row: each layer's best hybrid with h <= n/2.
     n = config.scaling.n_inserted
     rank = config.ranks[0]
     top_delay = n if n in config.delays else max(config.delays)
@@ -780,7 +923,9 @@ def _decision_boundary_figure(sweep: SweepResult, folder: Path) -> list[FigureEn
         state = sweep.states[layer]
         spec = HybridSpec(top_delay, top_n, rank)
         _, hybrid = evaluate_hybrid(state, spec, sweep.data, config, sweep.device)
-        top_row.append((f"layer {layer} replaced, h = {top_delay}, N = {top_n}", hybrid))
+        top_row.append(
+            (f"layer {layer} replaced:\nh = {top_delay}, N = {top_n}", hybrid)
+        )
         best_short = layer_summary["best_short"]
         if best_short is None:
             short_row.append(None)
@@ -793,9 +938,10 @@ def _decision_boundary_figure(sweep: SweepResult, folder: Path) -> list[FigureEn
         )
         _, hybrid = evaluate_hybrid(state, spec, sweep.data, config, sweep.device)
         label = "fully linear" if spec.variant == "linear" else f"h = {spec.delay}"
-        short_row.append(
-            (f"layer {layer} replaced, {label}, N = {spec.n_trajectories}", hybrid)
-        )
+        panel_title = f"layer {layer}, best with h ≤ {n // 2}:\n{label}, "
+        panel_title += f"N = {spec.n_trajectories}"
+        short_row.append((panel_title, hybrid))
+
     rows = [top_row]
     if any(panel is not None for panel in short_row):
         rows.append(short_row)
@@ -808,13 +954,15 @@ def _decision_boundary_figure(sweep: SweepResult, folder: Path) -> list[FigureEn
         bounds=(0.0, 1.0, 0.0, 1.0),
         title=f"{_dataset_name(config.dataset)}: decision regions on the test set",
     )
-    caption = (
-        f"Decision regions of the original network and of one hybrid per replaced "
-        f"layer (top row: h = {top_delay}, N = {top_n}, as in figure 3 of the paper; "
-        f"bottom row: each layer's best hybrid with h ≤ {n // 2}). Crosses mark "
-        "misclassified test points."
+    entry = _entry(
+        config.dataset,
+        "decision_boundaries",
+        path,
+        top_delay=top_delay,
+        top_n=top_n,
+        short=n // 2,
     )
-    return [FigureEntry(config.dataset, "decision_boundaries", path, caption)]
+    return [entry]
 
 
 def _eigenvalue_figures(sweep: SweepResult, folder: Path) -> list[FigureEntry]:
@@ -829,7 +977,9 @@ def _eigenvalue_figures(sweep: SweepResult, folder: Path) -> list[FigureEntry]:
             row: list[tuple[str, Any] | None] = []
             for delay in figures.eigenvalue_delays:
                 letter = next(letters, "")
-                payload = sweep.cells.get((layer, HybridSpec(delay, n_trajectories, rank)))
+                payload = sweep.cells.get(
+                    (layer, HybridSpec(delay, n_trajectories, rank))
+                )
                 accuracy = None if payload is None else payload["record"]["accuracy"]
                 if accuracy is None:
                     row.append(None)
@@ -842,8 +992,10 @@ def _eigenvalue_figures(sweep: SweepResult, folder: Path) -> list[FigureEntry]:
                 eigenvalues = np.asarray(dmd.eigenvalues_, dtype=np.complex128)
                 row.append(
                     (
-                        f"{letter}: h = {delay}, N = {n_trajectories}, "
-                        f"accuracy {100 * accuracy:.2f} %",
+                        (
+                            f"{letter}: h = {delay}, N = {n_trajectories}\n"
+                            f"hybrid accuracy {100 * accuracy:.2f} %"
+                        ),
                         eigenvalues,
                     )
                 )
@@ -854,12 +1006,8 @@ def _eigenvalue_figures(sweep: SweepResult, folder: Path) -> list[FigureEntry]:
             title=f"{_dataset_name(config.dataset)}, hidden layer {layer}: DMD "
             f"eigenvalues (rank policy {rank})",
         )
-        caption = (
-            f"DMD eigenvalues of hidden layer {layer} against the unit circle, delay h "
-            "growing left to right and N top to bottom (paper, figure 4). Red: "
-            "outside the unit circle."
-        )
-        entries.append(FigureEntry(config.dataset, f"eigenvalues_layer{layer}", path, caption))
+        name = f"eigenvalues_layer{layer}"
+        entries.append(_entry(config.dataset, "eigenvalues", path, name, layer=layer))
     return entries
 
 
@@ -876,7 +1024,8 @@ def _singular_vector_figure(sweep: SweepResult, folder: Path) -> list[FigureEntr
         )
     count = min(figures.singular_vector_trajectories, max(config.trajectories))
     trajectories = {
-        f"layer {layer}": sweep.states[layer].trajectories[:count] for layer in layers
+        f"hidden layer {layer}": sweep.states[layer].trajectories[:count]
+        for layer in layers
     }
     path = plot_right_singular_vectors(
         trajectories,
@@ -886,13 +1035,8 @@ def _singular_vector_figure(sweep: SweepResult, folder: Path) -> list[FigureEntr
         title=f"{_dataset_name(config.dataset)}: leading right singular vectors "
         f"(rows of Vh) of the Hankel matrix, N = {count} trajectories",
     )
-    caption = (
-        "Leading right singular vectors of the Hankel matrix H = U S Vh (delay windows "
-        f"as columns) of the first and last replaced layers, for delays "
-        f"{', '.join(str(d) for d in delays)} (paper, figure 5). Each row of Vh is a "
-        "signal over the snapshot index; grey lines separate the trajectories."
-    )
-    return [FigureEntry(config.dataset, "singular_vectors", path, caption)]
+    listed = ", ".join(str(d) for d in delays)
+    return [_entry(config.dataset, "singular_vectors", path, delays=listed)]
 
 
 def _accuracy_figure(sweep: SweepResult, folder: Path) -> list[FigureEntry]:
@@ -902,12 +1046,7 @@ def _accuracy_figure(sweep: SweepResult, folder: Path) -> list[FigureEntry]:
         folder / f"{dataset}_accuracy.png",
         title=f"{_dataset_name(dataset)}: hybrid test accuracy (%)",
     )
-    caption = (
-        "Test accuracy of every hybrid over delay h and trajectories N, one panel per "
-        "replaced layer (paper, figure 6). Outlined cells are within "
-        f"{CLOSE_POINTS} points of the original network."
-    )
-    return [FigureEntry(dataset, "accuracy", path, caption)]
+    return [_entry(dataset, "accuracy", path, close=CLOSE_POINTS)]
 
 
 FIGURE_BUILDERS = (
@@ -942,7 +1081,7 @@ def make_figures(
             entries += builder(sweep, folder)
         except (ValueError, RuntimeError, KeyError) as error:
             message = f"{_dataset_name(sweep.config.dataset)} {name}: {error}"
-            logger.error("figure failed: %s", message, exc_info=True)
+            logger.exception("figure failed: %s", message)
             errors.append(message)
     return entries, errors
 
