@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from koopman_hybrid.mlp import MLP, TrainConfig, accuracy, train_classifier
-from koopman_hybrid.scaling import ScaledMLP, ScalingConfig, train_scaling
+from koopman_hybrid.scaling import (
+    ScaledMLP,
+    ScalingConfig,
+    recurrence_residual,
+    train_scaling,
+)
 
 WIDTHS = (2, 10, 8, 6, 2)
 N_INSERTED = 3
@@ -299,6 +306,70 @@ def test_train_scaling_smoothness_changes_training(original):
     assert not torch.equal(plain.inserted[0].weight, smooth.inserted[0].weight)
 
 
+def test_recurrence_residual_zero_for_affine_recurrence():
+    # s_{t+1} = 0.5 s_t - 0.3 s_{t-1} + c holds for every trajectory, so delay 1 fits
+    # it exactly; the ridge term leaves a bias far below 1e-8.
+    generator = torch.Generator().manual_seed(0)
+    states = [torch.randn(40, 3, generator=generator, dtype=torch.float64)]
+    states.append(torch.randn(40, 3, generator=generator, dtype=torch.float64))
+    c = torch.tensor([0.2, -0.1, 0.4], dtype=torch.float64)
+    for _ in range(5):
+        states.append(0.5 * states[-1] - 0.3 * states[-2] + c)
+    trajectories = torch.stack(states, dim=1)
+    assert recurrence_residual(trajectories, 1) < 1e-8
+
+
+def test_recurrence_residual_matches_least_squares():
+    # With delay 0 the fit is the affine least-squares map from s_t to s_{t+1} over
+    # all pairs, which numpy solves independently; the ridge changes it by ~1e-6.
+    generator = torch.Generator().manual_seed(1)
+    trajectories = torch.rand(30, 4, 2, generator=generator, dtype=torch.float64)
+    X = trajectories[:, :-1].reshape(-1, 2).numpy()
+    Y = trajectories[:, 1:].reshape(-1, 2).numpy()
+    X = np.hstack([X, np.ones((len(X), 1))])
+    coefficients = np.linalg.lstsq(X, Y, rcond=None)[0]
+    expected = np.mean((Y - X @ coefficients) ** 2)
+    got = float(recurrence_residual(trajectories, 0))
+    assert got == pytest.approx(expected, rel=1e-4)
+
+
+def test_recurrence_rollout_compounds_errors():
+    # Trajectory (2, 4, 8) follows s_{t+1} = 2 s_t, trajectory (1, 2, 5) breaks it in
+    # its last step, so no affine map fits all four pairs. The rollout feeds the
+    # first prediction back in; numpy's fit and a hand rollout give the expected error.
+    trajectories = torch.tensor([[[1.0], [2.0], [5.0]], [[2.0], [4.0], [8.0]]])
+    X = np.array([[1.0, 1.0], [2.0, 1.0], [2.0, 1.0], [4.0, 1.0]])
+    Y = np.array([2.0, 5.0, 4.0, 8.0])
+    a, c = np.linalg.lstsq(X, Y, rcond=None)[0]
+    first = a * np.array([1.0, 2.0]) + c
+    second = a * first + c
+    errors = np.concatenate([first - [2.0, 4.0], second - [5.0, 8.0]])
+    got = float(recurrence_residual(trajectories.double(), 0, rollout=True))
+    # The ridge term (1e-6 of the mean Gram diagonal) moves the fit by about 1e-6.
+    assert got == pytest.approx(np.mean(errors**2), rel=1e-3)
+
+
+def test_train_scaling_linearity_lowers_recurrence_residual(original):
+    train_x, _ = make_xor(300, seed=0)
+    config = ScalingConfig(
+        n_inserted=3,
+        epochs=20,
+        batch_size=100,
+        linearity_delay=1,
+        linearity_rollout=True,
+    )
+    residuals = []
+    for weight in (0.0, 10.0):
+        scaled = ScaledMLP(original, 1, 3, seed=0)
+        config = dataclasses.replace(config, linearity=weight)
+        log = train_scaling(scaled, train_x, config, progress=False)
+        with torch.no_grad():
+            states = scaled.states(train_x, pad_value=config.pad_value)
+        residuals.append(float(recurrence_residual(states, 1, rollout=True)))
+    assert len(log.linearity_losses) == config.epochs
+    assert residuals[1] < 0.5 * residuals[0]
+
+
 def test_train_scaling_rejects_n_inserted_mismatch(original):
     train_x, _ = make_xor(20, seed=0)
     with pytest.raises(ValueError, match="config.n_inserted=3"):
@@ -325,8 +396,39 @@ def test_train_scaling_rejects_wrong_input_width(original):
         {"init_noise": -1.0},
         {"smoothness": -0.1},
         {"smoothness": math.inf},
+        {"linearity": -1.0},
+        {"linearity": 1.0, "n_inserted": 3, "linearity_delay": 4},
+        {"pad_value": 0.5},
     ],
 )
 def test_scaling_config_rejects_bad_values(changes):
     with pytest.raises(ValueError):
         ScalingConfig(**changes)
+
+
+# Dead units at initialisation
+
+
+def test_restart_after_dead_start_lowers_noise(original):
+    # Noise 50 times the identity scrambles the ten inserted layers so much that
+    # some used layer-1 output unit is zero for every input at the first draw.
+    scaled = ScaledMLP(original, 1, 10, init_noise=50.0, seed=0)
+    config = dataclasses.replace(SCALING, n_inserted=10, epochs=2, max_restarts=2)
+    train_x, _ = make_xor(600, seed=0)
+
+    log = train_scaling(scaled, train_x, config, progress=False)
+
+    assert len(log.init_seeds_tried) >= 2
+    assert log.dead_units == []
+    assert scaled.init_noise < 50.0
+
+
+def test_last_restart_starts_at_identity(original):
+    scaled = ScaledMLP(original, 1, 10, init_noise=50.0, seed=0)
+    config = dataclasses.replace(SCALING, n_inserted=10, epochs=1, max_restarts=1)
+    train_x, _ = make_xor(600, seed=0)
+
+    log = train_scaling(scaled, train_x, config, progress=False)
+
+    assert log.init_seeds_tried == [0, 1]
+    assert scaled.init_noise == 0.0

@@ -19,11 +19,24 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from .mlp import MLP, as_mlp, check_betas, check_hidden_layer
+from .mlp import (
+    MLP,
+    as_mlp,
+    check_betas,
+    check_hidden_layer,
+    check_inputs,
+    epoch_progress_bar,
+    shuffled_batches,
+)
 
-__all__ = ["ScaledMLP", "ScalingConfig", "ScalingLog", "train_scaling"]
+__all__ = [
+    "ScaledMLP",
+    "ScalingConfig",
+    "ScalingLog",
+    "recurrence_residual",
+    "train_scaling",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +82,29 @@ class ScalingConfig:
         consecutive states ``s_{i+1} - s_i`` (i < n), which pushes the inserted
         layers towards small steps. 0 turns it off. It is an experiment setting
         that the method does not need.
+    linearity : float
+        Weight of an optional penalty that makes the trajectories follow one linear
+        recurrence, as the DMD operator of a hybrid with delay ``linearity_delay``
+        assumes. On each mini-batch the states ``s_0..s_{n+1}`` are computed (the last
+        one padded with ``pad_value``), the affine map from every delay window
+        ``[s_{t-h}; ...; s_t; 1]`` (t = h..n) to the next state ``s_{t+1}`` is
+        fitted by ridge regression, and the mean squared residual of that fit is
+        added, times ``linearity``, to the loss. The gradient flows through the fit.
+        0 turns it off.
+    linearity_delay : int
+        Delay h of the windows in the linearity penalty, from 0 to n_inserted
+        (checked only when ``linearity`` is on). A
+        recurrence on windows of h + 1 states also holds on longer windows, so the
+        penalty serves every hybrid with delay >= h.
+    linearity_rollout : bool
+        If True, the linearity penalty is the mean squared error of the fitted
+        recurrence rolled out from the first window ``[s_0; ...; s_h]``, as the
+        hybrid runs it, instead of its one-step residual; see
+        :func:`recurrence_residual`.
+    pad_value : float
+        Value that fills layer k's output up to width d_in in the linearity
+        penalty. It must equal the pad value of the trajectories that the DMD is
+        fitted on.
     """
 
     n_inserted: int = 10
@@ -81,6 +117,10 @@ class ScalingConfig:
     seed: int = 0
     max_restarts: int = 3
     smoothness: float = 0.0
+    linearity: float = 0.0
+    linearity_delay: int = 5
+    linearity_rollout: bool = False
+    pad_value: float = -0.5
 
     def __post_init__(self) -> None:
         for name, minimum in (
@@ -89,6 +129,7 @@ class ScalingConfig:
             ("batch_size", 1),
             ("seed", 0),
             ("max_restarts", 0),
+            ("linearity_delay", 0),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -105,6 +146,16 @@ class ScalingConfig:
             raise ValueError(
                 f"smoothness must be a finite number >= 0, got {self.smoothness}"
             )
+        if not (math.isfinite(self.linearity) and self.linearity >= 0):
+            raise ValueError(
+                f"linearity must be a finite number >= 0, got {self.linearity}"
+            )
+        if self.linearity > 0 and self.linearity_delay > self.n_inserted:
+            raise ValueError(
+                f"linearity_delay must be at most n_inserted={self.n_inserted}, got "
+                f"{self.linearity_delay}: lower the delay or insert more layers"
+            )
+        check_pad_value(self.pad_value)
 
 
 @dataclass
@@ -118,6 +169,9 @@ class ScalingLog:
     smoothness_losses : list of float
         Mean squared step between consecutive states per epoch, unweighted. Empty
         when ``smoothness`` is 0.
+    linearity_losses : list of float
+        Mean squared residual of the per-batch linear recurrence per epoch,
+        unweighted. Empty when ``linearity`` is 0.
     init_seeds_tried : list of int
         Initialisation seeds of the inserted layers, in order of the tries.
     init_seed : int
@@ -131,6 +185,7 @@ class ScalingLog:
 
     losses: list[float] = field(default_factory=list)
     smoothness_losses: list[float] = field(default_factory=list)
+    linearity_losses: list[float] = field(default_factory=list)
     init_seeds_tried: list[int] = field(default_factory=list)
     init_seed: int = 0
     dead_units: list[int] = field(default_factory=list)
@@ -365,7 +420,8 @@ def train_scaling(
 
     The loss is the Huber loss (delta 1) between the scaled and the original
     layer-k output (after its ReLU), plus ``config.smoothness`` times the mean
-    squared step between consecutive states. The original layers stay frozen. The
+    squared step between consecutive states, plus ``config.linearity`` times the
+    error of the per-batch linear recurrence (:func:`recurrence_residual`). The original layers stay frozen. The
     layer-k inputs and targets are computed once before training, so each step runs
     only the inserted layers and layer k.
 
@@ -374,7 +430,9 @@ def train_scaling(
     inputs but the scaled network leaves at zero for all of them. A dead unit passes
     no gradient back, so it stays dead. The inserted layers are then drawn again
     from the next initialisation seed (``scaled.init_seed + 1``) and trained again,
-    with a logged warning, at most ``config.max_restarts`` times. If every try
+    with a logged warning, at most ``config.max_restarts`` times. A try whose units
+    were dead at initialisation halves ``scaled.init_noise`` for the next one, and
+    the last try starts from the exact identity (noise 0). If every try
     leaves dead units, the trained try with the lowest final Huber loss is kept,
     with a warning, and its dead units are listed in the log.
 
@@ -393,8 +451,8 @@ def train_scaling(
     Returns
     -------
     ScalingLog
-        Huber loss per epoch (and the smoothness term, when it is on) of the kept
-        try, the initialisation seeds tried and any dead units left.
+        Huber loss per epoch (and the smoothness and linearity terms, when on)
+        of the kept try, the initialisation seeds tried and any dead units left.
 
     Raises
     ------
@@ -414,7 +472,8 @@ def train_scaling(
             f"{scaled.n_inserted} inserted layers. Build the ScaledMLP with "
             "config.n_inserted."
         )
-    _check_inputs(scaled, train_x, "train_x")
+    device = scaled.original.layers[0].weight.device
+    check_inputs(train_x, scaled.original.widths[0], "train_x", device=device)
 
     layer_inputs, targets = _precompute(scaled, train_x)
     active_fraction = (targets > 0).float().mean(dim=0)
@@ -442,13 +501,19 @@ def train_scaling(
 
         reason = _describe_dead_units(scaled, dead, when)
         if attempt < config.max_restarts:
+            if when == "at initialisation":
+                # Less noise starts closer to the original network, and none at
+                # all (the last try) starts exactly at it, with no unit dead.
+                is_last = attempt + 1 == config.max_restarts
+                scaled.init_noise = 0.0 if is_last else scaled.init_noise / 2
             logger.warning(
                 "inserted layers for layer %d drawn with seed %d leave %s; drawing "
-                "them again with seed %d",
+                "them again with seed %d and init_noise %g",
                 scaled.layer,
                 seed,
                 reason,
                 seed + 1,
+                scaled.init_noise,
             )
             scaled.reset_inserted(seed + 1)
 
@@ -514,36 +579,45 @@ def _train_inserted(
     was_training = scaled.training
     scaled.train()
 
-    bar = tqdm(
-        range(config.epochs),
-        desc=f"scaling layer {layer} (seed {scaled.init_seed})",
-        unit="epoch",
-        disable=None if progress else True,
-        leave=False,
-    )
+    description = f"scaling layer {layer} (seed {scaled.init_seed})"
+    bar = epoch_progress_bar(config.epochs, description, progress)
     for epoch in bar:
-        order = torch.randperm(n_samples, generator=generator).to(device)
         huber_sum = torch.zeros((), device=device)
         smoothness_sum = torch.zeros((), device=device)
-        for start in range(0, n_samples, config.batch_size):
-            batch = order[start : start + config.batch_size]
+        linearity_sum = torch.zeros((), device=device)
+        for batch in shuffled_batches(n_samples, config.batch_size, generator, device):
             state = layer_inputs[batch]
+            states = [state]
             step_sum = state.new_zeros(())
             for linear in scaled.inserted:
                 next_state = torch.relu(linear(state))
                 if config.smoothness > 0:
                     step_sum = step_sum + (next_state - state).pow(2).mean()
                 state = next_state
+                states.append(state)
             output = torch.relu(linear_k(state))
             huber = F.huber_loss(output, targets[batch], delta=HUBER_DELTA)
             step_mean = step_sum / scaled.n_inserted
             loss = huber + config.smoothness * step_mean
+            residual = huber.new_zeros(())
+            if config.linearity > 0:
+                padding = output.new_full(
+                    (len(output), scaled.d_in - scaled.d_out), config.pad_value
+                )
+                states.append(torch.cat([output, padding], dim=1))
+                residual = recurrence_residual(
+                    torch.stack(states, dim=1),
+                    config.linearity_delay,
+                    rollout=config.linearity_rollout,
+                )
+                loss = loss + config.linearity * residual
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             huber_sum += huber.detach() * len(batch)
             smoothness_sum += step_mean.detach() * len(batch)
+            linearity_sum += residual.detach() * len(batch)
 
         epoch_loss = float(huber_sum) / n_samples
         if not math.isfinite(epoch_loss):
@@ -556,11 +630,83 @@ def _train_inserted(
         log.losses.append(epoch_loss)
         if config.smoothness > 0:
             log.smoothness_losses.append(float(smoothness_sum) / n_samples)
+        if config.linearity > 0:
+            log.linearity_losses.append(float(linearity_sum) / n_samples)
         bar.set_postfix(huber=f"{epoch_loss:.3e}", refresh=False)
     bar.close()
 
     scaled.train(was_training)
     return log
+
+
+# Ridge term of the per-batch recurrence fit, relative to the mean diagonal entry
+# of the Gram matrix. It keeps the solve well posed when states are collinear (ReLU
+# units that are zero for the whole batch) and barely biases the fit otherwise.
+RECURRENCE_RIDGE = 1e-6
+
+
+def recurrence_residual(
+    states: torch.Tensor, delay: int, rollout: bool = False
+) -> torch.Tensor:
+    """Fit one affine recurrence to delay windows and return its mean squared error.
+
+    For every trajectory and every t in ``delay..T-2`` the window
+    ``[s_{t-delay}; ...; s_t; 1]`` predicts ``s_{t+1}``. One matrix, shared by all
+    trajectories and times, is fitted to these pairs by ridge regression (ridge
+    ``RECURRENCE_RIDGE`` times the mean diagonal entry of the Gram matrix). The
+    result is differentiable with respect to ``states``, through the fit.
+
+    Parameters
+    ----------
+    states : torch.Tensor of shape (batch, T, d)
+        Trajectories of T states of width d.
+    delay : int
+        Delay h, from 0 to T - 2.
+    rollout : bool, default False
+        If False, return the mean squared one-step residual of the fit. If True,
+        start from the first window ``[s_0; ...; s_h]`` of each trajectory, feed
+        every prediction back into the window as a Koopman hybrid does, and return
+        the mean squared error of the predicted ``s_{h+1}..s_{T-1}``. Unlike the
+        one-step residual, this also grows with the amplification of errors by an
+        unstable recurrence.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar mean squared error, 0 when the pairs follow an affine recurrence
+        exactly (up to the ridge term).
+    """
+    batch, n_states, width = states.shape
+    if not 0 <= delay <= n_states - 2:
+        raise ValueError(
+            f"delay must be in 0..{n_states - 2} for trajectories of {n_states} "
+            f"states, got {delay}"
+        )
+    # The fit runs in float64: the Gram matrix squares the condition number.
+    trajectories = states.double()
+    # Windows as rows, oldest state first, with a trailing 1 for the affine term.
+    windows = trajectories.unfold(1, delay + 1, 1)[:, :-1]
+    windows = windows.transpose(2, 3).reshape(-1, (delay + 1) * width)
+    ones = windows.new_ones((len(windows), 1))
+    X = torch.cat([windows, ones], dim=1)
+    Y = trajectories[:, delay + 1 :].reshape(-1, width)
+    gram = X.T @ X
+    ridge = RECURRENCE_RIDGE * gram.diagonal().mean()
+    eye = torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
+    coefficients = torch.linalg.solve(gram + ridge * eye, X.T @ Y)
+    if not rollout:
+        return (Y - X @ coefficients).pow(2).mean().to(states.dtype)
+
+    window = list(trajectories[:, : delay + 1].unbind(dim=1))
+    ones = trajectories.new_ones((batch, 1))
+    predictions = []
+    for _ in range(n_states - 1 - delay):
+        prediction = torch.cat([*window, ones], dim=1) @ coefficients
+        predictions.append(prediction)
+        window = [*window[1:], prediction]
+    predicted = torch.stack(predictions, dim=1)
+    error = predicted - trajectories[:, delay + 1 :]
+    return error.pow(2).mean().to(states.dtype)
 
 
 @torch.no_grad()
@@ -604,22 +750,3 @@ def _precompute(
         outputs.append(original.run_layers(s0, layer, layer + 1))
     original.train(was_training)
     return torch.cat(inputs), torch.cat(outputs)
-
-
-def _check_inputs(scaled: ScaledMLP, x: torch.Tensor, name: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch tensor, got {type(x).__name__}")
-    n_features = scaled.original.widths[0]
-    if x.ndim != 2 or x.shape[1] != n_features or len(x) == 0:
-        raise ValueError(
-            f"{name} must have shape (n_samples, {n_features}) with n_samples >= 1, "
-            f"got {tuple(x.shape)}"
-        )
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be floating point, got {x.dtype}")
-    device = scaled.original.layers[0].weight.device
-    if x.device != device:
-        raise ValueError(
-            f"{name} is on {x.device} but the network on {device}. Move both to one "
-            "device."
-        )
