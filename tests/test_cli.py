@@ -92,3 +92,10 @@ def test_quick_report_end_to_end(tmp_path):
     pngs = sorted(p.relative_to(out).as_posix() for p in (out / "figures").glob("*.png"))
     assert sorted(links) == pngs
     assert "--inserted-layers 3" in text
+
+
+def test_negative_linearity_rejected(tmp_path):
+    result = invoke("yinyang", "--linearity", "-1", "--out", str(tmp_path))
+    assert result.exit_code == 2
+    assert "--linearity" in result.output
+    assert list(tmp_path.iterdir()) == []

@@ -151,3 +151,12 @@ def test_too_many_trajectories_rejected_before_training(tmp_path):
         run_reproduction(config, tmp_path)
 
     assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_override_linearity_and_inserted_layers():
+    config = override_config(default_config("yinyang"), linearity=2.0, n_inserted=3)
+
+    assert config.scaling.linearity == 2.0
+    assert config.scaling.n_inserted == 3
+    # The penalty's delay cannot exceed the number of inserted layers.
+    assert config.scaling.linearity_delay == 3

@@ -86,7 +86,7 @@ def main(verbose: bool) -> None:
     help="Comma-separated DMD rank policies: an integer, 'energy:F' (smallest rank "
     "keeping fraction F of the energy), 'svht' (Gavish-Donoho threshold) or "
     "'tolerance' (every singular value above numerical precision). "
-    "[default: tolerance]",
+    "[default: svht]",
 )
 @click.option(
     "--inserted-layers",
@@ -94,6 +94,14 @@ def main(verbose: bool) -> None:
     default=None,
     help="Number n of Linear+ReLU layers inserted before the replaced layer. "
     "[default: 10]",
+)
+@click.option(
+    "--linearity",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Weight of the scaling penalty on the error of an affine recurrence rolled "
+    "out over the states, which makes short-delay hybrids work; 0 turns it off. "
+    "[default: 0, off]",
 )
 @click.option(
     "--seed", type=int, default=None, help="Seed for training and scaling. [default: 0]"
@@ -129,6 +137,7 @@ def reproduce(
     trajectories: str | None,
     ranks: str | None,
     inserted_layers: int | None,
+    linearity: float | None,
     seed: int | None,
     device: str,
     data_dir: Path | None,
@@ -156,6 +165,7 @@ def reproduce(
                 "ranks": rank_list,
             },
             inserted_layers=inserted_layers,
+            linearity=linearity,
             seed=seed,
             device=device,
             data_dir=data_dir,
@@ -173,6 +183,7 @@ def reproduce(
         trajectories=trajectory_list,
         ranks=rank_list,
         n_inserted=inserted_layers,
+        linearity=linearity,
         seed=seed,
         device=device,
     )
@@ -222,6 +233,7 @@ def _reproduce_report(
     out: Path | None,
     grid_changes: dict,
     inserted_layers: int | None,
+    linearity: float | None,
     seed: int | None,
     device: str,
     data_dir: Path | None,
@@ -241,7 +253,10 @@ def _reproduce_report(
         plan = default_plan(name, quick=quick)
         plans[name] = plan.with_grid(**changes) if changes else plan
         base_configs[name] = override_config(
-            default_config(name), n_inserted=inserted_layers, seed=seed
+            default_config(name),
+            n_inserted=inserted_layers,
+            linearity=linearity,
+            seed=seed,
         )
     command = _command_line(click.get_current_context())
     try:

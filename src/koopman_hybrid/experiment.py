@@ -38,7 +38,7 @@ class HybridSpec:
 
     delay: int
     n_trajectories: int
-    rank: str = "tolerance"
+    rank: str = "svht"
     variant: str = "delay"
 
 
@@ -60,7 +60,7 @@ class ExperimentConfig:
     layers: tuple[int, ...] = (1, 2, 3)
     delays: tuple[int, ...] = (10,)
     trajectories: tuple[int, ...] = (1000,)
-    ranks: tuple[str, ...] = ("tolerance",)
+    ranks: tuple[str, ...] = ("svht",)
     linear_variant: bool = True
     seed_candidates: int = 1
     pad_value: float = -0.5
@@ -308,6 +308,12 @@ def check_config(config: ExperimentConfig) -> None:
                 "states has no snapshot pair for a larger h. Lower the delay or raise "
                 "--inserted-layers"
             )
+    if config.scaling.linearity > 0 and config.scaling.pad_value != config.pad_value:
+        raise ValueError(
+            f"scaling.pad_value={config.scaling.pad_value} differs from pad_value="
+            f"{config.pad_value}: the linearity penalty must pad layer k's output "
+            "as the trajectories do, so set both to the same negative value"
+        )
     for n_trajectories in config.trajectories:
         if n_trajectories < 1:
             raise ValueError(

@@ -28,7 +28,7 @@ def default_config(dataset: str) -> ExperimentConfig:
             train=TrainConfig(
                 epochs=3000, batch_size=1000, lr=3e-3, weight_decay=1e-2, seed=0
             ),
-            seed_candidates=4,
+            seed_candidates=5,
             scaling=ScalingConfig(
                 n_inserted=10,
                 epochs=300,
@@ -37,9 +37,12 @@ def default_config(dataset: str) -> ExperimentConfig:
                 betas=(0.8, 0.8),
                 weight_decay=1e-4,
                 seed=0,
+                linearity_delay=5,
+                linearity_rollout=True,
             ),
             delays=(5, 10),
             trajectories=(1000, 3000),
+            ranks=("svht",),
         )
     if dataset == "mnist":
         return ExperimentConfig(
@@ -62,9 +65,12 @@ def default_config(dataset: str) -> ExperimentConfig:
                 weight_decay=1e-4,
                 init_noise=0.1,
                 seed=0,
+                linearity_delay=5,
+                linearity_rollout=True,
             ),
             delays=(5, 10),
             trajectories=(1000, 5000),
+            ranks=("svht",),
         )
     raise ValueError(f"unknown dataset {dataset!r}: choose 'yinyang' or 'mnist'")
 
@@ -77,6 +83,7 @@ def override_config(
     trajectories: tuple[int, ...] | None = None,
     ranks: tuple[str, ...] | None = None,
     n_inserted: int | None = None,
+    linearity: float | None = None,
     seed: int | None = None,
     device: str | None = None,
 ) -> ExperimentConfig:
@@ -95,7 +102,13 @@ def override_config(
     scaling = config.scaling
     train = config.train
     if n_inserted is not None:
-        scaling = dataclasses.replace(scaling, n_inserted=n_inserted)
+        scaling = dataclasses.replace(
+            scaling,
+            n_inserted=n_inserted,
+            linearity_delay=min(scaling.linearity_delay, n_inserted),
+        )
+    if linearity is not None:
+        scaling = dataclasses.replace(scaling, linearity=linearity)
     if seed is not None:
         scaling = dataclasses.replace(scaling, seed=seed)
         train = dataclasses.replace(train, seed=seed)

@@ -78,7 +78,7 @@ class SweepGrid:
     layers: tuple[int, ...]
     delays: tuple[int, ...]
     trajectories: tuple[int, ...]
-    ranks: tuple[str, ...] = ("tolerance",)
+    ranks: tuple[str, ...] = ("svht",)
     linear_variant: bool = True
 
     def to_json(self) -> dict[str, Any]:
@@ -263,6 +263,7 @@ def default_plan(dataset: str, quick: bool = False) -> SweepPlan:
             layers=(1, 2, 3),
             delays=(1, 2, 3, 5, 8, 10),
             trajectories=(100, 300, 1000, 3000),
+            ranks=("svht", "tolerance"),
         )
         figures = FigurePlan(
             eigenvalue_delays=(1, 5, 10),
@@ -282,7 +283,10 @@ def default_plan(dataset: str, quick: bool = False) -> SweepPlan:
                 dataset, grid, figures, train_epochs=3, scaling_epochs=1, quick=True
             )
         grid = SweepGrid(
-            layers=(1, 2, 3), delays=(1, 2, 5, 8, 10), trajectories=(100, 1000, 5000)
+            layers=(1, 2, 3),
+            delays=(1, 2, 5, 8, 10),
+            trajectories=(100, 1000, 5000),
+            ranks=("svht",),
         )
         figures = FigurePlan(
             eigenvalue_delays=(1, 5, 10), eigenvalue_trajectories=(1000, 5000)

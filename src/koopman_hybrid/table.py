@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from .dmd import RankPolicy
+
+# Column titles and widths; "rank" is the policy asked for, "r" the rank it chose.
+COLUMNS = (
+    ("layer", 5),
+    ("variant", 7),
+    ("h", 3),
+    ("N", 6),
+    ("rank", 12),
+    ("r", 5),
+    ("nonlin", 6),
+    ("linear", 6),
+    ("accuracy", 8),
+)
+
 
 def format_results(results: dict[str, Any]) -> str:
     """Format ``results`` (the content of results.json) as an aligned text table."""
-    header = (
-        f"{'layer':>5}  {'variant':<7}  {'h':>3}  {'N':>6}  {'rank':>5}  "
-        f"{'nonlin':>6}  {'linear':>6}  {'accuracy':>8}"
-    )
+    header = _row([title for title, _ in COLUMNS])
     lines = [
         f"{results['dataset']}: original accuracy {_percent(results['original_accuracy'])}",
         "",
@@ -20,23 +32,44 @@ def format_results(results: dict[str, Any]) -> str:
     for layer in results["layers"]:
         number = layer["layer"]
         lines.append(
-            f"{number:>5}  {'scaled':<7}  {'':>3}  {'':>6}  {'':>5}  {'':>6}  {'':>6}  "
-            f"{_percent(layer['scaled_accuracy']):>8}"
+            _row([number, "scaled", "", "", "", "", "", "", _percent(layer["scaled_accuracy"])])
         )
         lines.append(
-            f"{number:>5}  {'lstsq':<7}  {'':>3}  {'':>6}  {'':>5}  {0:>6}  {1:>6}  "
-            f"{_percent(layer['least_squares_accuracy']):>8}"
+            _row(
+                [number, "lstsq", "", "", "", "", 0, 1]
+                + [_percent(layer["least_squares_accuracy"])]
+            )
         )
         for hybrid in layer["hybrids"]:
+            policy = str(RankPolicy.from_json(hybrid["rank_policy"]))
             lines.append(
-                f"{number:>5}  {hybrid['variant']:<7}  {hybrid['delay']:>3}  "
-                f"{hybrid['trajectories']:>6}  {hybrid['rank_used']:>5}  "
-                f"{hybrid['nonlinear_layers_run']:>6}  {hybrid['linear_steps']:>6}  "
-                f"{_percent(hybrid['accuracy']):>8}"
+                _row(
+                    [
+                        number,
+                        hybrid["variant"],
+                        hybrid["delay"],
+                        hybrid["trajectories"],
+                        policy,
+                        hybrid["rank_used"],
+                        hybrid["nonlinear_layers_run"],
+                        hybrid["linear_steps"],
+                        _percent(hybrid["accuracy"]),
+                    ]
+                )
             )
     seconds = ", ".join(f"{k} {v:.0f} s" for k, v in results["seconds"].items())
     lines += ["", f"time: {seconds}"]
     return "\n".join(lines)
+
+
+def _row(cells: list[Any]) -> str:
+    # Text columns are left-aligned, numbers right-aligned.
+    parts = []
+    for cell, (title, width) in zip(cells, COLUMNS):
+        text = str(cell)
+        left = title in ("variant", "rank")
+        parts.append(text.ljust(width) if left else text.rjust(width))
+    return "  ".join(parts).rstrip()
 
 
 def _percent(fraction: float) -> str:
