@@ -99,3 +99,39 @@ def test_negative_linearity_rejected(tmp_path):
     assert result.exit_code == 2
     assert "--linearity" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_negative_seed_rejected(tmp_path):
+    result = invoke("yinyang", "--seed", "-1", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2
+    assert "--seed" in result.output
+
+
+def test_nan_linearity_is_one_line_error(tmp_path):
+    result = invoke("yinyang", "--linearity", "nan", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: linearity must be a finite number")
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_below_a_file_is_one_line_error(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    out = blocker / "run"
+    result = invoke("yinyang", "--layers", "1", "--delay", "1", "--out", str(out))
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: cannot write to the output folder {out}")
+
+
+def test_too_many_trajectories_leaves_no_files(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("yinyang", "--trajectories", "999999", "--out", str(out))
+    assert result.exit_code == 1
+    assert "999999 trajectories" in result.output
+    assert not out.exists()
+
+
+def test_repeated_list_values_run_once(tmp_path):
+    from koopman_hybrid.cli import _parse_int_list
+
+    assert _parse_int_list("1,1,3", "--layers") == (1, 3)

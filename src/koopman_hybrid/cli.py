@@ -24,8 +24,12 @@ def _parse_int_list(value: str | None, option: str) -> tuple[int, ...] | None:
             param_hint=option,
         ) from None
     if not items:
-        raise click.BadParameter("the list is empty", param_hint=option)
-    return items
+        raise click.BadParameter(
+            "the list is empty: give at least one integer (example: 1,2,3)",
+            param_hint=option,
+        )
+    # A repeated value would only fit and test the same hybrid twice.
+    return tuple(dict.fromkeys(items))
 
 
 @click.group()
@@ -97,14 +101,18 @@ def main(verbose: bool) -> None:
 )
 @click.option(
     "--linearity",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0, max=1e6),
     default=None,
     help="Weight of the scaling penalty on the error of an affine recurrence rolled "
     "out over the states, which makes short-delay hybrids work; 0 turns it off. "
     "[default: 0, off]",
 )
 @click.option(
-    "--seed", type=int, default=None, help="Seed for training and scaling. [default: 0]"
+    "--seed",
+    type=click.IntRange(min=0, max=2**31 - 1),
+    default=None,
+    help="Seed for training and scaling. Yin-Yang trains the seeds SEED to SEED + 4 "
+    "and keeps the best on training data. [default: 0]",
 )
 @click.option(
     "--device",
@@ -176,24 +184,34 @@ def reproduce(
     from .experiment import run_reproduction
     from .table import format_results
 
-    config = override_config(
-        default_config(dataset),
-        layers=layer_list,
-        delays=delay_list,
-        trajectories=trajectory_list,
-        ranks=rank_list,
-        n_inserted=inserted_layers,
-        linearity=linearity,
-        seed=seed,
-        device=device,
-    )
     out = out if out is not None else Path("runs") / dataset
     try:
+        config = override_config(
+            default_config(dataset),
+            layers=layer_list,
+            delays=delay_list,
+            trajectories=trajectory_list,
+            ranks=rank_list,
+            n_inserted=inserted_layers,
+            linearity=linearity,
+            seed=seed,
+            device=device,
+        )
         results = run_reproduction(config, out, data_dir=data_dir, cache_dir=cache_dir)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        raise click.ClickException(str(error)) from error
+    except (ValueError, OSError, RuntimeError) as error:
+        raise click.ClickException(_error_text(error, out)) from error
     click.echo(format_results(results))
     click.echo(f"\nwrote {out / 'results.json'}")
+
+
+def _error_text(error: Exception, out: Path) -> str:
+    """Return the message for an error of a run, naming --out for file-system errors."""
+    if isinstance(error, OSError) and not isinstance(error, FileNotFoundError):
+        return (
+            f"cannot write to the output folder {out} ({error.strerror or error}): "
+            "choose a writable --out"
+        )
+    return str(error)
 
 
 def _parse_rank_list(value: str | None) -> tuple[str, ...] | None:
@@ -201,9 +219,12 @@ def _parse_rank_list(value: str | None) -> tuple[str, ...] | None:
         return None
     from .dmd import RankPolicy
 
-    items = tuple(part.strip() for part in value.split(",") if part.strip())
+    items = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
     if not items:
-        raise click.BadParameter("the list is empty", param_hint="--rank")
+        raise click.BadParameter(
+            "the list is empty: give at least one policy (example: svht,10)",
+            param_hint="--rank",
+        )
     for item in items:
         try:
             RankPolicy.parse(item)
@@ -252,12 +273,15 @@ def _reproduce_report(
     for name in datasets:
         plan = default_plan(name, quick=quick)
         plans[name] = plan.with_grid(**changes) if changes else plan
-        base_configs[name] = override_config(
-            default_config(name),
-            n_inserted=inserted_layers,
-            linearity=linearity,
-            seed=seed,
-        )
+        try:
+            base_configs[name] = override_config(
+                default_config(name),
+                n_inserted=inserted_layers,
+                linearity=linearity,
+                seed=seed,
+            )
+        except ValueError as error:
+            raise click.ClickException(str(error)) from error
     command = _command_line(click.get_current_context())
     try:
         report_path = run_report(
@@ -271,8 +295,8 @@ def _reproduce_report(
             device=device,
             command=command,
         )
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        raise click.ClickException(str(error)) from error
+    except (ValueError, OSError, RuntimeError) as error:
+        raise click.ClickException(_error_text(error, out)) from error
     except KeyboardInterrupt:
         click.echo(
             f"\ninterrupted: finished cells are kept under {out}; run the same command "

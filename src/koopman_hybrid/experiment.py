@@ -304,9 +304,9 @@ def check_config(config: ExperimentConfig) -> None:
         if delay < 0 or delay > n_inserted:
             raise ValueError(
                 f"delay {delay} is outside 0..{n_inserted}: a hybrid runs h of the "
-                f"{n_inserted} inserted layers, so a trajectory of {n_inserted + 2} "
-                "states has no snapshot pair for a larger h. Lower the delay or raise "
-                "--inserted-layers"
+                f"{n_inserted} inserted layers, and a trajectory of {n_inserted + 2} "
+                f"states has no snapshot pair for h > {n_inserted}. Choose a delay in "
+                f"0..{n_inserted}, or raise --inserted-layers"
             )
     if config.scaling.linearity > 0 and config.scaling.pad_value != config.pad_value:
         raise ValueError(
@@ -441,14 +441,16 @@ def run_reproduction(
     out_dir = Path(out_dir)
     check_config(config)
     device = resolve_device(config.device)
-    out_dir.mkdir(parents=True, exist_ok=True)
     timer = StageTimer()
-    atomic_write_json(out_dir / "config.json", config.to_json())
 
     started = time.perf_counter()
     data = load_dataset(config.dataset, data_dir=data_dir, cache_dir=cache_dir)
     timer.add("data", started)
     check_trajectory_count(config, data)
+    # The folder is made only once every check has passed, so a rejected run
+    # leaves nothing behind.
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "config.json", config.to_json())
 
     started = time.perf_counter()
     original, original_accuracy = train_or_load_original(config, data, out_dir, device)

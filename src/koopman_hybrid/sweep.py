@@ -420,15 +420,15 @@ def run_sweep(
         config = dataclasses.replace(config, device=device)
     check_config(config)
     torch_device = resolve_device(config.device)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "config.json", config.to_json())
-    atomic_write_json(out_dir / "sweep.json", plan.to_json())
     timer = StageTimer()
 
     started = time.perf_counter()
     data = load_dataset(config.dataset, data_dir=data_dir, cache_dir=cache_dir)
     timer.add("data", started)
     check_trajectory_count(config, data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "config.json", config.to_json())
+    atomic_write_json(out_dir / "sweep.json", plan.to_json())
 
     started = time.perf_counter()
     original, original_accuracy = train_or_load_original(
