@@ -186,8 +186,13 @@ def test_snapshot_pairs_rejects_one_window():
 
 
 def test_snapshot_pairs_rejects_no_window():
-    with pytest.raises(ValueError, match=r"delay=4 leaves 0 delay window"):
+    with pytest.raises(ValueError, match=r"delay=4 leaves 0 delay window") as error:
         snapshot_pairs(arange_trajectories(), 4)
+
+    message = str(error.value)
+    assert "T=4" in message
+    assert "Lower the delay" in message
+    assert "insert more layers" in message
 
 
 def test_delay_embed_accepts_one_window():

@@ -225,6 +225,28 @@ def test_joined_series_gives_wrong_eigenvalue(two_trajectories):
     assert abs(model.eigenvalues_[0] - 0.9) > 0.1
 
 
+def test_trajectories_keep_input_tolerance():
+    trajectories = np.random.default_rng(34).standard_normal((6, 5, 3))
+
+    model = DMD().fit_trajectories(trajectories.astype(np.float32), delay=1)
+
+    # The trajectories are converted to float64 before the snapshot pairs are
+    # built, but the tolerance must still use the float32 epsilon: X is 6 x 18, so
+    # tau = s_1 * 18 * eps_32.
+    expected = model.singular_values_[0] * 18 * np.finfo(np.float32).eps
+    assert model.rank_tolerance_ == pytest.approx(expected, rel=1e-12)
+    assert model.input_dtype_ == "float32"
+
+
+def test_trajectories_with_zero_x_rejected():
+    # Only the last state is non-zero, so every X column (h = 0) is zero.
+    trajectories = np.zeros((3, 4, 2))
+    trajectories[:, -1] = 1.0
+
+    with pytest.raises(ValueError, match=r"X \(shape 2 x 9\) is all zero"):
+        DMD().fit_trajectories(trajectories, delay=0)
+
+
 def test_many_trajectories_pair_count():
     rng = np.random.default_rng(5)
     trajectories = rng.standard_normal((3000, 12, 4)).astype(np.float32)
@@ -656,15 +678,112 @@ def test_gram_rank_of_low_rank_data():
 
 
 @pytest.mark.parametrize(
-    ("shape", "expected"),
-    [((20, 30), "direct"), ((600, 600), "direct"), ((500, 800), "gram")],
+    ("method", "shape", "expected"),
+    [
+        ("auto", (16, 1000), "direct"),
+        ("auto", (50, 1000), "gram"),
+        ("auto", (1000, 50), "gram"),
+        ("direct", (600, 600), "direct"),
+        ("gram", (20, 30), "gram"),
+    ],
 )
-def test_auto_svd_method(shape, expected):
-    X = np.random.default_rng(25).standard_normal(shape)
+def test_svd_method_resolution(method, shape, expected):
+    assert dmd_module._resolve_svd_method(method, shape) == expected
+
+
+@pytest.fixture
+def small_gram_threshold(monkeypatch):
+    """Let svd_method="auto" take the Gram route from 1000 entries on."""
+    monkeypatch.setattr(dmd_module, "GRAM_MIN_ENTRIES", 1000)
+
+
+def test_auto_keeps_accurate_gram(small_gram_threshold):
+    X = np.random.default_rng(25).standard_normal((40, 60))
 
     model = DMD(rank=3).fit(X, X)
 
-    assert model.svd_method_ == expected
+    assert model.svd_method_ == "gram"
+
+
+def test_auto_redoes_gram_when_floor_cuts_rank(small_gram_threshold):
+    # The Gram floor sqrt(40 eps_64) = 9.4e-8 hides s_3 = 1e-9, which lies far above
+    # the float64 tolerance 60 eps_64 = 1.3e-14.
+    X = low_rank_matrix([1.0, 0.5, 1e-9], (40, 60), seed=30)
+
+    gram = DMD(svd_method="gram").fit(X, X)
+    auto = DMD().fit(X, X)
+
+    assert gram.rank_ == 2
+    assert auto.rank_ == 3
+    assert auto.svd_method_ == "direct"
+
+
+def test_auto_redoes_gram_below_min_ratio(small_gram_threshold):
+    # Rank 2 keeps s_2 = 1e-5 s_1, below GRAM_MIN_RATIO = 1e-3, where the squared
+    # condition number leaves only about 6 digits in s_2.
+    X = low_rank_matrix([1.0, 1e-5, 1e-6], (40, 60), seed=31)
+
+    model = DMD(rank=2).fit(X, X)
+
+    assert model.svd_method_ == "direct"
+    np.testing.assert_allclose(model.singular_values_[:3], [1.0, 1e-5, 1e-6], rtol=1e-8)
+
+
+@pytest.mark.parametrize("size", [2, 5, 150])
+def test_tridiagonal_eigen_matches_eigh(size):
+    # 150 spans three blocks of REFLECTOR_BLOCK = 64 reflectors.
+    rng = np.random.default_rng(32)
+    A = rng.standard_normal((size, size + 3))
+    G = A @ A.T
+    expected_values, expected_vectors = np.linalg.eigh(G)
+    r = min(size, 4)
+
+    solver = dmd_module._TridiagonalEigen(np.asfortranarray(G))
+    vectors = solver.top_eigenvectors(r)
+
+    # Both solvers are backward stable, so eigenvalues agree to a small multiple of
+    # eps ||G||, and eigenvectors to about eps ||G|| / gap, where the gaps between the
+    # top eigenvalues of these random G are above 1e-3 ||G||.
+    scale = expected_values[-1]
+    np.testing.assert_allclose(
+        solver.eigenvalues, expected_values[::-1], rtol=0, atol=1e-12 * scale
+    )
+    # Eigenvectors agree up to sign.
+    overlaps = np.abs(np.sum(vectors * expected_vectors[:, ::-1][:, :r], axis=0))
+    np.testing.assert_allclose(overlaps, 1.0, rtol=0, atol=1e-10)
+
+
+def test_tridiagonal_eigen_survives_dstemr_failure(monkeypatch):
+    rng = np.random.default_rng(35)
+    A = rng.standard_normal((30, 33))
+    G = A @ A.T
+    expected_vectors = np.linalg.eigh(G)[1][:, ::-1][:, :3]
+
+    def failing_dstemr(*args, **kwargs):
+        return 0, None, None, 1
+
+    monkeypatch.setattr(dmd_module.lapack, "dstemr", failing_dstemr)
+    vectors = dmd_module._TridiagonalEigen(np.asfortranarray(G)).top_eigenvectors(3)
+
+    overlaps = np.abs(np.sum(vectors * expected_vectors, axis=0))
+    np.testing.assert_allclose(overlaps, 1.0, rtol=0, atol=1e-10)
+
+
+def test_gram_route_keeps_torch_kind():
+    rng = np.random.default_rng(33)
+    X = rng.standard_normal((40, 120)).astype(np.float32)
+    Y = rng.standard_normal((40, 120)).astype(np.float32)
+
+    from_torch = DMD(rank=10, svd_method="gram").fit(
+        torch.from_numpy(X), torch.from_numpy(Y)
+    )
+    from_numpy = DMD(rank=10, svd_method="gram").fit(X, Y)
+
+    assert isinstance(from_torch.eigenvalues_, torch.Tensor)
+    assert from_torch.modes_.dtype == torch.complex128
+    np.testing.assert_allclose(
+        from_torch.eigenvalues_.numpy(), from_numpy.eigenvalues_, rtol=0, atol=1e-14
+    )
 
 
 # Agreement with PyDMD ----------------------------------------------------------------

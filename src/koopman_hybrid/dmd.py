@@ -6,10 +6,11 @@ the reduced operator is A_tilde = U^H Y V S^-1, of shape (r, r). Its eigenvalues
 the DMD eigenvalues, and with A_tilde W = W Lambda the exact modes are Y V S^-1 W and
 the projected modes are U W.
 
-All arithmetic runs in torch float64 (complex128 for complex data) on the input's
-device. Numpy input gives numpy output, and a torch tensor gives tensors on the same
-device. Fitted arrays therefore have dtype float64 or complex128 whatever the input
-dtype, but the rank tolerance follows the input's precision.
+All arithmetic runs in float64 (complex128 for complex data): in torch on the
+input's device, and in scipy's LAPACK for the Gram route on the CPU. Numpy input
+gives numpy output, and a torch tensor gives tensors on the same device. Fitted
+arrays therefore have dtype float64 or complex128 whatever the input dtype, but the
+rank tolerance follows the input's precision.
 
 References
 ----------
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.linalg import blas, lapack
 
 from koopman_hybrid.delay import check_trajectories, snapshot_pairs
 
@@ -43,16 +45,22 @@ __all__ = [
 # dozen steps that a layer replacement rolls out.
 UNSTABLE_TOLERANCE = 1e-8
 
-# svd_method="auto" uses the Gram route only when the smaller side of X has at least
-# GRAM_MIN_SIZE entries and the aspect ratio max(m, n) / min(m, n) is at least
-# GRAM_MIN_ASPECT. The Gram route squares the condition number, so it is taken only
-# where it saves seconds. Below that size a direct SVD takes well under a second, and
-# for square matrices the gain is about twofold. Timed with torch 2.13 (MKL) on 2 CPU
-# cores in float64, torch.linalg.svd against X @ X.mH plus torch.linalg.eigh:
-# 2816 x 5000 took 9.3 s and 2.4 s, 1000 x 2000 took 0.49 s and 0.11 s, and
-# 1000 x 1000 took 0.35 s and 0.16 s.
-GRAM_MIN_SIZE = 500
-GRAM_MIN_ASPECT = 1.5
+# svd_method="auto" tries the Gram route when X has at least GRAM_MIN_ENTRIES
+# entries. Timed with one thread on a shared 2-core machine (torch 2.13 with MKL for
+# the SVD, scipy 1.17 with OpenBLAS for the Gram route, rank 20), a direct SVD and
+# the Gram route took 1.2 ms and 2.6 ms for 16 x 1000, 15 ms and 7 ms for 88 x 1000,
+# 0.28 s and 0.06 s for 128 x 10000, and 1.8 s and 0.14 s for 384 x 6000. The Gram
+# route squares the condition number, so "auto" keeps its result only when the
+# smallest kept singular value s_r is at least GRAM_MIN_RATIO * s_1. The eigenvalues
+# of the Gram matrix carry absolute errors of a few eps_64 * s_1^2, so s_r then keeps
+# a relative error near 1e-10 or below. On benchmark data with s_r = 1.5e-4 s_1, the
+# Gram route's DMD eigenvalues differed from a direct SVD's by 1e-7 relative.
+GRAM_MIN_ENTRIES = 50_000
+GRAM_MIN_RATIO = 1e-3
+
+# Householder reflectors of the tridiagonal reduction are applied this many at a
+# time, as matrix products (the compact WY form).
+REFLECTOR_BLOCK = 64
 
 # Eigenvalues are sorted after rounding to this many digits relative to the spectral
 # radius, so round-off differences between machines do not reorder near-ties.
@@ -275,6 +283,7 @@ class _RankChoice:
     rank: int
     numerical_rank: int
     tolerance: float
+    floor_limited: bool
     messages: tuple[str, ...]
 
 
@@ -288,7 +297,8 @@ def _select_rank(
     """Apply the rank policy to singular values ``s`` (descending) of X of ``shape``."""
     m, n = shape
     s_max = float(s[0])
-    tolerance = max(s_max * max(m, n) * eps, gram_floor)
+    precision_tolerance = s_max * max(m, n) * eps
+    tolerance = max(precision_tolerance, gram_floor)
     numerical_rank = int(np.count_nonzero(s > tolerance))
     messages = []
     if numerical_rank == 0:
@@ -354,23 +364,122 @@ def _select_rank(
     else:
         rank = numerical_rank
 
-    return _RankChoice(rank, numerical_rank, tolerance, tuple(messages))
+    floor_limited = gram_floor > precision_tolerance
+    return _RankChoice(rank, numerical_rank, tolerance, floor_limited, tuple(messages))
 
 
 def _resolve_svd_method(method: str, shape: tuple[int, int]) -> str:
     if method != "auto":
         return method
-    small, large = min(shape), max(shape)
-    if small >= GRAM_MIN_SIZE and large / small >= GRAM_MIN_ASPECT:
-        return "gram"
-    return "direct"
+    m, n = shape
+    return "gram" if m * n >= GRAM_MIN_ENTRIES else "direct"
+
+
+def _gram_is_accurate(s: np.ndarray, choice: _RankChoice) -> bool:
+    """Return False when svd_method="auto" must redo a Gram-route fit with an SVD.
+
+    That is when the smallest kept singular value is below GRAM_MIN_RATIO * s_1, or
+    when the Gram floor, not the input's precision, may have cut the rank.
+    """
+    if s[choice.rank - 1] < GRAM_MIN_RATIO * s[0]:
+        return False
+    return not (choice.floor_limited and choice.rank == choice.numerical_rank)
+
+
+def _gram_matrix(A: np.ndarray) -> np.ndarray:
+    """Return A A^T in Fortran order, its lower triangle only, with one BLAS syrk."""
+    if A.flags.f_contiguous:
+        return blas.dsyrk(1.0, A, lower=1)
+    return blas.dsyrk(1.0, A.T, trans=1, lower=1)
+
+
+class _TridiagonalEigen:
+    """Eigenvalues of a real symmetric matrix and the eigenvectors of the largest.
+
+    One Householder reduction to a tridiagonal matrix T = Q^T G Q (LAPACK dsytrd)
+    serves both. All eigenvalues come from T (dsterf). The eigenvectors of the r
+    largest come from T by multiple relatively robust representations (dstemr) and
+    are multiplied by Q. This skips the eigenvectors that the rank policy drops. For
+    a 2816 x 2816 Gram matrix on one thread, torch 2.13 (MKL) took 2.5 s for the
+    eigenvalues alone and 10.3 s for the full eigendecomposition.
+
+    Parameters
+    ----------
+    G : array of shape (q, q), Fortran order
+        Symmetric matrix, of which only the lower triangle is read. It is overwritten.
+    """
+
+    def __init__(self, G: np.ndarray) -> None:
+        q = G.shape[0]
+        lwork = int(lapack.dsytrd_lwork(q, lower=1)[0])
+        reflectors, d, e, tau, info = lapack.dsytrd(
+            G, lower=1, lwork=lwork, overwrite_a=1
+        )
+        _check_lapack("dsytrd", info)
+        self.reflectors = reflectors
+        self.d = d
+        self.e = e
+        self.tau = tau
+        ascending, info = lapack.dsterf(d.copy(), e.copy())
+        _check_lapack("dsterf", info)
+        self.eigenvalues = ascending[::-1].copy()
+
+    def top_eigenvectors(self, r: int) -> np.ndarray:
+        """Return eigenvectors of the r largest eigenvalues, largest first."""
+        q = self.d.shape[0]
+        # dstemr reads e(1:q-1) and uses e(q) as workspace.
+        e_work = np.append(self.e, 0.0)
+        found, _, Z, info = lapack.dstemr(self.d, e_work, 2, 0.0, 0.0, q - r + 1, q)
+        if info != 0 or found != r:
+            # dstemr reports a failure (info > 0) when it cannot split a cluster of
+            # eigenvalues. The dense tridiagonal matrix then goes to eigh.
+            T = np.diag(self.d) + np.diag(self.e, 1) + np.diag(self.e, -1)
+            Z = np.linalg.eigh(T)[1][:, q - r :]
+        else:
+            Z = Z[:, :r]
+        return _apply_reflectors(self.reflectors, self.tau, Z[:, ::-1])
+
+
+def _check_lapack(name: str, info: int) -> None:
+    if info != 0:
+        raise np.linalg.LinAlgError(
+            f"LAPACK {name} failed with info = {info} on the Gram matrix. Fit with "
+            'svd_method="direct" instead.'
+        )
+
+
+def _apply_reflectors(reflectors: np.ndarray, tau: np.ndarray, Z: np.ndarray):
+    """Return Q Z for Q = H_0 H_1 ... H_{q-2} as dsytrd (lower) stores it.
+
+    H_j = I - tau_j v_j v_j^T, where v_j is zero above row j + 1, one in row j + 1,
+    and reflectors[j + 2:, j] below. A block of reflectors H_start ... H_(stop-1)
+    equals I - V T V^T with T upper triangular, built column by column as LAPACK's
+    dlarft documents for DIRECT = 'F' and STOREV = 'C', so each block is applied
+    with three matrix products.
+    """
+    result = np.array(Z, order="C")
+    n_reflectors = reflectors.shape[0] - 1
+    for start in reversed(range(0, n_reflectors, REFLECTOR_BLOCK)):
+        stop = min(start + REFLECTOR_BLOCK, n_reflectors)
+        size = stop - start
+        V = np.tril(reflectors[start + 1 :, start:stop], -1)
+        V[np.arange(size), np.arange(size)] = 1.0
+        overlaps = V.T @ V
+        T = np.zeros((size, size))
+        for i in range(size):
+            T[i, i] = tau[start + i]
+            T[:i, i] = -tau[start + i] * (T[:i, :i] @ overlaps[:i, i])
+        rows = result[start + 1 :]
+        rows -= V @ (T @ (V.T @ rows))
+    return result
 
 
 class _Decomposition:
     """SVD of X: all singular values at once, the vectors of the top r on request.
 
     The Gram route eigendecomposes the smaller of X^H X and X X^H and computes the
-    other factor only for the r kept singular values.
+    other factor only for the r kept singular values. For real data on the CPU it
+    computes eigenvectors only for those r (``_TridiagonalEigen``).
     """
 
     def __init__(self, X: torch.Tensor, method: str) -> None:
@@ -383,14 +492,27 @@ class _Decomposition:
             return
 
         self.tall = m >= n
-        gram = X.mH @ X if self.tall else X @ X.mH
-        eigenvalues, eigenvectors = torch.linalg.eigh(gram)
-        # eigh sorts ascending, and round-off can make the smallest ones negative.
-        eigenvalues = eigenvalues.flip(0).clamp(min=0)
-        self.eigenvectors = eigenvectors.flip(1)
-        self.s = eigenvalues.sqrt()
         self.floor_factor = math.sqrt(min(m, n) * _FLOAT64_EPS)
+        self.tridiagonal = None
+        # scipy's LAPACK wrappers reject the empty off-diagonal of a 1 x 1 matrix.
+        if X.device.type == "cpu" and not X.is_complex() and min(m, n) > 1:
+            A = X.numpy()
+            self.tridiagonal = _TridiagonalEigen(_gram_matrix(A.T if self.tall else A))
+            eigenvalues = torch.from_numpy(self.tridiagonal.eigenvalues)
+        else:
+            gram = X.mH @ X if self.tall else X @ X.mH
+            eigenvalues, eigenvectors = torch.linalg.eigh(gram)
+            # eigh sorts ascending.
+            eigenvalues = eigenvalues.flip(0)
+            self.eigenvectors = eigenvectors.flip(1)
+        # Round-off can make the smallest eigenvalues negative.
+        self.s = eigenvalues.clamp(min=0).sqrt()
         self.s[self.s < self.floor_factor * self.s[0]] = 0
+
+    def _top_eigenvectors(self, r: int) -> torch.Tensor:
+        if self.tridiagonal is not None:
+            return torch.from_numpy(self.tridiagonal.top_eigenvectors(r))
+        return self.eigenvectors[:, :r]
 
     def truncate(self, r: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return U_r (m, r), s_r (r,) and V_r S_r^-1 (n, r)."""
@@ -398,10 +520,10 @@ class _Decomposition:
         if self.method == "direct":
             return self.U[:, :r], s_r, self.Vh[:r].mH / s_r
         if self.tall:
-            V_r = self.eigenvectors[:, :r]
+            V_r = self._top_eigenvectors(r)
             U_r = (self.X @ V_r) / s_r
             return U_r, s_r, V_r / s_r
-        U_r = self.eigenvectors[:, :r]
+        U_r = self._top_eigenvectors(r)
         # V_r = X^H U_r S_r^-1, so V_r S_r^-1 = X^H U_r S_r^-2.
         return U_r, s_r, self.X.mH @ (U_r / s_r**2)
 
@@ -503,10 +625,11 @@ def _first_nonfinite(matrix: torch.Tensor) -> tuple[int, int] | None:
     return row, column
 
 
-def _to_tensor(name: str, array) -> tuple[torch.Tensor, float, str]:
-    """Convert a 2-D array to a float64 or complex128 tensor.
+def _as_float64(name: str, array) -> tuple[torch.Tensor, float, str]:
+    """Convert an array or tensor to a float64 or complex128 tensor on its device.
 
-    Also returns the machine epsilon and the name of the input's dtype.
+    Also returns the machine epsilon and the name of the input's dtype. Input that is
+    already float64 or complex128 is not copied.
     """
     if isinstance(array, torch.Tensor):
         if array.dtype == torch.bool:
@@ -523,6 +646,12 @@ def _to_tensor(name: str, array) -> tuple[torch.Tensor, float, str]:
         target = np.complex128 if np.iscomplexobj(array) else np.float64
         tensor = torch.from_numpy(np.asarray(array, dtype=target))
         dtype_name = str(array.dtype)
+    return tensor, eps, dtype_name
+
+
+def _to_tensor(name: str, array) -> tuple[torch.Tensor, float, str]:
+    """Convert a 2-D array as ``_as_float64`` does, and check that it is 2-D."""
+    tensor, eps, dtype_name = _as_float64(name, array)
     if tensor.ndim != 2:
         raise ValueError(
             f"{name} must be 2-D with shape (n_features, n_snapshots), got shape "
@@ -577,12 +706,6 @@ def _validated_pairs(X, Y) -> tuple[torch.Tensor, torch.Tensor, float, str]:
                 f"{name} contains {matrix[row, column].item()} at row {row}, "
                 f"column {column}. Remove or repair non-finite snapshots first."
             )
-    if not bool(X_tensor.any()):
-        raise ValueError(
-            f"X (shape {m} x {n}) is all zero, so it has no rank and DMD has "
-            "nothing to fit. Check that the snapshots are not dead activations."
-        )
-
     if X_tensor.is_complex() != Y_tensor.is_complex():
         X_tensor = X_tensor.to(torch.complex128)
         Y_tensor = Y_tensor.to(torch.complex128)
@@ -605,12 +728,18 @@ class DMD:
         projected form keeps only the part of Y inside span(U).
     svd_method : {"auto", "direct", "gram"}, default "auto"
         "direct" runs a thin SVD of X. "gram" eigendecomposes the smaller of X^H X
-        and X X^H, which took about a quarter of the time of "direct" on a 2816 x 5000
-        matrix (torch 2.13 with MKL, 2 CPU cores). It squares the condition number,
-        so singular values below s_1 * sqrt(q * eps_64), with q the order of the Gram
-        matrix, are set to zero and count as numerically zero.
-        "auto" picks "gram" when min(m, n) >= 500 and max(m, n) / min(m, n) >= 1.5,
-        otherwise "direct".
+        and X X^H. For real data on the CPU it reduces that matrix to tridiagonal
+        form once and computes eigenvectors only for the r kept singular values.
+        It squares the condition number, so singular values below
+        s_1 * sqrt(q * eps_64), with q the order of the Gram matrix, are set to zero
+        and count as numerically zero. "auto" takes "gram" when X has at least
+        50,000 entries, and redoes the fit with "direct" when the smallest kept
+        singular value is below 1e-3 * s_1 or when the Gram floor, not the input's
+        precision, may have cut the rank, so the kept singular values keep about 10
+        significant digits. Timed with one thread (torch 2.13 with MKL for "direct",
+        scipy 1.17 with OpenBLAS for "gram") at rank 20 on a shared 2-core machine,
+        "direct" and "gram" took 0.28 s and 0.06 s for 128 x 10000, 1.1 s and
+        0.28 s for 1000 x 1000, and 95 s and 4.0 s for 1536 x 18000.
 
     Attributes
     ----------
@@ -716,14 +845,19 @@ class DMD:
             If X or Y is not 2-D, the shapes differ, there is no snapshot pair, an entry
             is NaN or Inf, the devices differ, or X is all zero.
         """
-        return self._fit_arrays(X, Y, stacklevel=3)
+        X_tensor, Y_tensor, eps, dtype_name = _validated_pairs(X, Y)
+        output_numpy = not isinstance(X, torch.Tensor)
+        return self._fit_tensors(
+            X_tensor, Y_tensor, eps, dtype_name, output_numpy, stacklevel=3
+        )
 
     def fit_trajectories(self, trajectories, delay: int, constant: bool = False) -> DMD:
         """Fit the DMD operator to the snapshot pairs of many separate trajectories.
 
-        The trajectories are checked with ``delay.check_trajectories`` and turned into
-        snapshot pairs with ``delay.snapshot_pairs``, so no pair crosses two
-        trajectories.
+        The trajectories are checked with ``delay.check_trajectories``, converted to
+        float64 once, and turned into snapshot pairs with ``delay.snapshot_pairs``, so
+        no pair crosses two trajectories and X and Y are each built once. The rank
+        tolerance still follows the precision of the trajectories' dtype.
 
         Parameters
         ----------
@@ -747,23 +881,57 @@ class DMD:
             As ``delay.check_trajectories`` and ``delay.snapshot_pairs`` describe.
         """
         check_trajectories(trajectories)
-        X, Y = snapshot_pairs(trajectories, delay, constant=constant)
-        self._fit_arrays(X, Y, stacklevel=3)
+        # Converting the trajectories, not the snapshot matrices, to float64 builds X
+        # and Y once each, directly in float64.
+        states, eps, dtype_name = _as_float64("trajectories", trajectories)
+        X, Y = snapshot_pairs(states, delay, constant=constant)
+        del states
+        output_numpy = not isinstance(trajectories, torch.Tensor)
+        self._fit_tensors(X, Y, eps, dtype_name, output_numpy, stacklevel=3)
         self.delay_ = int(delay)
         self.constant_ = bool(constant)
         self.n_trajectories_ = int(trajectories.shape[0])
         return self
 
-    def _fit_arrays(self, X, Y, stacklevel: int) -> DMD:
-        X_tensor, Y_tensor, eps, dtype_name = _validated_pairs(X, Y)
-        m, n = X_tensor.shape
-
-        # Decompose X and choose the rank from all its singular values.
-        method = _resolve_svd_method(self.svd_method, (m, n))
-        decomposition = _Decomposition(X_tensor, method)
+    def _decompose(
+        self, X: torch.Tensor, method: str, eps: float
+    ) -> tuple[_Decomposition, _RankChoice]:
+        m, n = X.shape
+        decomposition = _Decomposition(X, method)
         s_all = decomposition.s.cpu().numpy()
         gram_floor = decomposition.floor_factor * float(s_all[0])
         choice = _select_rank(s_all, (m, n), self.rank, eps, gram_floor)
+        return decomposition, choice
+
+    def _fit_tensors(
+        self,
+        X_tensor: torch.Tensor,
+        Y_tensor: torch.Tensor,
+        eps: float,
+        dtype_name: str,
+        output_numpy: bool,
+        stacklevel: int,
+    ) -> DMD:
+        m, n = X_tensor.shape
+        if not bool(X_tensor.any()):
+            raise ValueError(
+                f"X (shape {m} x {n}) is all zero, so it has no rank and DMD has "
+                "nothing to fit. Check that the snapshots are not dead activations."
+            )
+
+        # Decompose X and choose the rank from all its singular values. "auto"
+        # redoes a Gram-route fit with a direct SVD when the Gram matrix's precision
+        # may have changed the result.
+        method = _resolve_svd_method(self.svd_method, (m, n))
+        decomposition, choice = self._decompose(X_tensor, method, eps)
+        s_all = decomposition.s.cpu().numpy()
+        if (
+            self.svd_method == "auto"
+            and method == "gram"
+            and not _gram_is_accurate(s_all, choice)
+        ):
+            method = "direct"
+            decomposition, choice = self._decompose(X_tensor, method, eps)
         for message in choice.messages:
             warnings.warn(message, RankWarning, stacklevel=stacklevel)
         r = choice.rank
@@ -787,7 +955,7 @@ class DMD:
         amplitudes = _amplitudes(basis, eigenvectors * scales, X_tensor[:, 0])
 
         moduli = eigenvalues.abs()
-        self._output_numpy = not isinstance(X, torch.Tensor)
+        self._output_numpy = output_numpy
         self._B = B
         self._U_r = U_r
         self._A_tilde = A_tilde
