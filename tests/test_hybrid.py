@@ -181,6 +181,14 @@ def test_hybrid_rejects_dmd_of_other_delay(square_toy):
         KoopmanHybrid(scaled, dmd, 2)
 
 
+def test_hybrid_rejects_dmd_of_other_trajectory_length(square_toy):
+    scaled, trajectories = square_toy
+    longer = ScaledMLP(scaled.original, 1, N_INSERTED + 2, init_noise=0.0)
+    dmd = DMD().fit_trajectories(trajectories, 1)
+    with pytest.raises(ValueError, match="trajectories of 5 states"):
+        KoopmanHybrid(longer, dmd, 1)
+
+
 def test_hybrid_rejects_dmd_of_other_constant(square_toy):
     scaled, trajectories = square_toy
     dmd = DMD().fit_trajectories(trajectories, 1, constant=True)

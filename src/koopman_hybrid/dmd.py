@@ -891,6 +891,7 @@ class DMD:
         self.delay_ = int(delay)
         self.constant_ = bool(constant)
         self.n_trajectories_ = int(trajectories.shape[0])
+        self.n_states_ = int(trajectories.shape[1])
         return self
 
     def _decompose(
@@ -975,6 +976,7 @@ class DMD:
         self.delay_ = None
         self.constant_ = None
         self.n_trajectories_ = None
+        self.n_states_ = None
         self._fitted = True
         return self
 

@@ -116,6 +116,13 @@ class KoopmanHybrid(nn.Module):
                 f"the DMD was fitted with delay {fitted_delay}, but the hybrid uses "
                 f"delay {delay}. Fit the DMD with delay {delay}."
             )
+        fitted_states = getattr(dmd, "n_states_", None)
+        if fitted_states is not None and fitted_states != scaled.n_inserted + 2:
+            raise ValueError(
+                f"the DMD was fitted on trajectories of {fitted_states} states, but "
+                f"this scaled network with {scaled.n_inserted} inserted layers makes "
+                f"{scaled.n_inserted + 2}. Fit the DMD on this network's trajectories."
+            )
         fitted_constant = getattr(dmd, "constant_", None)
         if fitted_constant is not None and fitted_constant != constant:
             raise ValueError(
