@@ -427,6 +427,28 @@ def evaluate_hybrid(
     return record, hybrid
 
 
+def start_run(
+    config: ExperimentConfig,
+    out_dir: Path,
+    data_dir: Path | None,
+    cache_dir: Path | None,
+    timer: StageTimer,
+) -> Dataset:
+    """Check ``config``, load its data set, then create ``out_dir`` with config.json.
+
+    The folder is made only once every check has passed, so a rejected run leaves
+    nothing behind.
+    """
+    check_config(config)
+    started = time.perf_counter()
+    data = load_dataset(config.dataset, data_dir=data_dir, cache_dir=cache_dir)
+    timer.add("data", started)
+    check_trajectory_count(config, data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "config.json", config.to_json())
+    return data
+
+
 def run_reproduction(
     config: ExperimentConfig,
     out_dir: Path,
@@ -439,18 +461,9 @@ def run_reproduction(
     accuracy, the least-squares baseline and every hybrid's accuracy.
     """
     out_dir = Path(out_dir)
-    check_config(config)
     device = resolve_device(config.device)
     timer = StageTimer()
-
-    started = time.perf_counter()
-    data = load_dataset(config.dataset, data_dir=data_dir, cache_dir=cache_dir)
-    timer.add("data", started)
-    check_trajectory_count(config, data)
-    # The folder is made only once every check has passed, so a rejected run
-    # leaves nothing behind.
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "config.json", config.to_json())
+    data = start_run(config, out_dir, data_dir, cache_dir, timer)
 
     started = time.perf_counter()
     original, original_accuracy = train_or_load_original(config, data, out_dir, device)

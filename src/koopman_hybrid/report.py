@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .dmd import DMD
-from .experiment import HybridSpec, evaluate_hybrid, package_versions
+from .experiment import HybridSpec, check_config, evaluate_hybrid, package_versions
 from .files import atomic_write_json, atomic_write_text
 from .plotting import (
     hybrid_grids,
@@ -47,7 +47,6 @@ from .plotting import (
 from .sweep import (
     SweepPlan,
     SweepResult,
-    check_config,
     default_plan,
     rank_text,
     run_sweep,

@@ -26,21 +26,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .datasets import DATASETS, Dataset, load_dataset
+from .datasets import DATASETS, Dataset
 from .dmd import RankPolicy
 from .experiment import (
     ExperimentConfig,
     HybridSpec,
     LayerState,
     StageTimer,
-    check_config,
-    check_trajectory_count,
     evaluate_hybrid,
     layer_record,
     package_versions,
     prepare_layer,
     resolve_device,
     scaling_key,
+    start_run,
     train_or_load_original,
 )
 from .files import atomic_write_json
@@ -418,16 +417,9 @@ def run_sweep(
     config = plan.experiment_config(base_config)
     if device is not None:
         config = dataclasses.replace(config, device=device)
-    check_config(config)
     torch_device = resolve_device(config.device)
     timer = StageTimer()
-
-    started = time.perf_counter()
-    data = load_dataset(config.dataset, data_dir=data_dir, cache_dir=cache_dir)
-    timer.add("data", started)
-    check_trajectory_count(config, data)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "config.json", config.to_json())
+    data = start_run(config, out_dir, data_dir, cache_dir, timer)
     atomic_write_json(out_dir / "sweep.json", plan.to_json())
 
     started = time.perf_counter()
