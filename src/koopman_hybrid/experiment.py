@@ -126,7 +126,7 @@ def resolve_device(name: str) -> torch.device:
     Raises
     ------
     ValueError
-        If ``name`` is another value, or ``"cuda"`` where torch sees no GPU.
+        If ``name`` is another value, or ``"cuda"`` where torch finds no GPU.
     """
     if name == "cpu":
         return torch.device("cpu")
@@ -322,7 +322,7 @@ def check_config(config: ExperimentConfig) -> None:
 
 
 def check_trajectory_count(config: ExperimentConfig, data: Dataset) -> None:
-    """Raise ValueError if the grid asks for more trajectories than training inputs."""
+    """Raise ValueError if the grid requests more trajectories than training inputs."""
     n_max = max(config.trajectories)
     if n_max > len(data.train_x):
         raise ValueError(

@@ -103,7 +103,7 @@ class FigurePlan:
     its accuracy from that cell, so both must be in the grid.
     ``singular_vector_trajectories`` is N for the right singular vector figure, kept
     small so that each trajectory's stretch of the snapshot index stays visible.
-    ``decision_boundaries`` asks for the decision boundary figure (2-D inputs only).
+    ``decision_boundaries`` turns on the decision boundary figure (2-D inputs only).
     """
 
     trajectory_layer: int = 1
@@ -410,7 +410,7 @@ def run_sweep(
     Raises
     ------
     ValueError
-        If the grid is invalid (see :func:`check_config`) or asks for more
+        If the grid is invalid (see :func:`check_config`) or requests more
         trajectories than the training set has. Both are checked before training.
     """
     out_dir = Path(out_dir)
