@@ -22,6 +22,7 @@ from koopman_hybrid.mlp import (
     as_mlp,
     check_hidden_layer,
     check_inputs,
+    layer_inputs_and_outputs,
     load_mlp,
     logits_constant,
     restart_seed,
@@ -680,3 +681,21 @@ def test_load_mlp_rejects_invalid_metadata_json(tmp_path):
     save_file(dict(MLP((3, 2)).state_dict()), str(path), metadata=header)
     with pytest.raises(ValueError, match="metadata entry is not JSON"):
         load_mlp(path)
+
+
+def test_layer_inputs_and_outputs_across_batches():
+    # More rows than one forward batch, so the pieces must be joined in order.
+    model = MLP((3, 5, 4, 2), generator=torch.Generator().manual_seed(0))
+    model.train()
+    x = torch.randn(9000, 3, generator=torch.Generator().manual_seed(1))
+
+    inputs, outputs = layer_inputs_and_outputs(model, x, 1)
+
+    with torch.no_grad():
+        expected_inputs = torch.relu(model.layers[0](x))
+        expected_outputs = torch.relu(model.layers[1](expected_inputs))
+    # Float32 matrix products of other batch sizes may sum in another order, so the
+    # results agree to round-off, not bit for bit.
+    torch.testing.assert_close(inputs, expected_inputs, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(outputs, expected_outputs, rtol=1e-6, atol=1e-6)
+    assert model.training

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dmd import DMD
-from .mlp import as_mlp, check_hidden_layer, check_inputs
+from .mlp import as_mlp, check_hidden_layer, check_inputs, layer_inputs_and_outputs
 from .scaling import ScaledMLP
 
 __all__ = [
@@ -30,9 +30,6 @@ __all__ = [
 # The operator of real snapshots is real. An imaginary part up to this fraction of the
 # largest entry is float64 round-off from the eigendecomposition and is dropped.
 IMAGINARY_RTOL = 1e-10
-
-# Rows per forward pass when the least-squares data are computed.
-LEAST_SQUARES_BATCH_SIZE = 8192
 
 
 class KoopmanHybrid(nn.Module):
@@ -300,20 +297,9 @@ def fit_least_squares_layer(
     device = model.layers[0].weight.device
     check_inputs(inputs, model.widths[0], "inputs", device=device)
 
-    was_training = model.training
-    model.eval()
-    layer_inputs = []
-    layer_outputs = []
-    for start in range(0, len(inputs), LEAST_SQUARES_BATCH_SIZE):
-        s0 = model.run_layers(
-            inputs[start : start + LEAST_SQUARES_BATCH_SIZE], 0, layer
-        )
-        layer_inputs.append(s0.cpu().double())
-        layer_outputs.append(model.run_layers(s0, layer, layer + 1).cpu().double())
-    model.train(was_training)
-
-    s0 = torch.cat(layer_inputs)
-    target = torch.cat(layer_outputs)
+    s0, target = layer_inputs_and_outputs(model, inputs, layer)
+    s0 = s0.cpu().double()
+    target = target.cpu().double()
     design = torch.cat([s0, s0.new_ones((len(s0), 1))], dim=1)
     solution = torch.linalg.lstsq(design, target, driver="gelsd").solution
 

@@ -35,6 +35,7 @@ __all__ = [
     "as_mlp",
     "check_hidden_layer",
     "check_inputs",
+    "layer_inputs_and_outputs",
     "load_mlp",
     "restart_seed",
     "save_mlp",
@@ -56,6 +57,9 @@ CONSTANT_LOGITS_RTOL = 1e-5
 # The constant-logits check during training looks at the first rows of the training
 # data only, so that it costs one small forward pass.
 MONITOR_ROWS = 2048
+
+# Rows per forward pass in layer_inputs_and_outputs.
+FORWARD_BATCH_SIZE = 8192
 
 # Restart r after a dead network trains from seed + RESTART_SEED_STRIDE * r. The stride
 # keeps restart seeds apart from the first seeds of runs whose seeds differ by less
@@ -307,6 +311,27 @@ def check_hidden_layer(model: MLP, layer: int) -> int:
             f"layer {layer} is out of range for a {n_layers}-layer network. {valid}"
         )
     return layer
+
+
+@torch.no_grad()
+def layer_inputs_and_outputs(
+    model: MLP, x: torch.Tensor, layer: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the inputs and outputs of hidden ``layer`` for the network inputs ``x``.
+
+    Runs in eval mode and in batches of ``FORWARD_BATCH_SIZE`` rows, without
+    gradients, and restores the model's training mode.
+    """
+    was_training = model.training
+    model.eval()
+    inputs = []
+    outputs = []
+    for start in range(0, len(x), FORWARD_BATCH_SIZE):
+        s0 = model.run_layers(x[start : start + FORWARD_BATCH_SIZE], 0, layer)
+        inputs.append(s0)
+        outputs.append(model.run_layers(s0, layer, layer + 1))
+    model.train(was_training)
+    return torch.cat(inputs), torch.cat(outputs)
 
 
 def check_inputs(

@@ -21,12 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .mlp import (
+    FORWARD_BATCH_SIZE,
     MLP,
     as_mlp,
     check_betas,
     check_hidden_layer,
     check_inputs,
     epoch_progress_bar,
+    layer_inputs_and_outputs,
     shuffled_batches,
 )
 
@@ -43,9 +45,6 @@ logger = logging.getLogger(__name__)
 # Huber loss threshold between the scaled and the original layer-k output: squared
 # error below it, absolute error above it.
 HUBER_DELTA = 1.0
-
-# Rows per forward pass when the targets are computed before training.
-PRECOMPUTE_BATCH_SIZE = 8192
 
 # A unit of layer k's output that the original network activates for at least this
 # fraction of the training inputs must not be zero for all of them in the scaled
@@ -475,7 +474,9 @@ def train_scaling(
     device = scaled.original.layers[0].weight.device
     check_inputs(train_x, scaled.original.widths[0], "train_x", device=device)
 
-    layer_inputs, targets = _precompute(scaled, train_x)
+    layer_inputs, targets = layer_inputs_and_outputs(
+        scaled.original, train_x, scaled.layer
+    )
     active_fraction = (targets > 0).float().mean(dim=0)
     checked_units = active_fraction >= MIN_ACTIVE_FRACTION
 
@@ -715,8 +716,8 @@ def _dead_output_units(
 ) -> list[int]:
     """Return the checked layer-k output units that are zero for every input."""
     ever_active = torch.zeros_like(checked_units)
-    for start in range(0, len(layer_inputs), PRECOMPUTE_BATCH_SIZE):
-        s0 = layer_inputs[start : start + PRECOMPUTE_BATCH_SIZE]
+    for start in range(0, len(layer_inputs), FORWARD_BATCH_SIZE):
+        s0 = layer_inputs[start : start + FORWARD_BATCH_SIZE]
         last = scaled.run_inserted(s0)[-1]
         output = scaled.original.run_layers(last, scaled.layer, scaled.layer + 1)
         ever_active |= (output > 0).any(dim=0)
@@ -729,24 +730,3 @@ def _describe_dead_units(scaled: ScaledMLP, units: list[int], when: str) -> str:
         f"{len(units)} of {scaled.d_out} layer-{scaled.layer} output units {units} "
         f"at zero for every training input {when}"
     )
-
-
-@torch.no_grad()
-def _precompute(
-    scaled: ScaledMLP, train_x: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return the original network's layer-k inputs and outputs for ``train_x``."""
-    original = scaled.original
-    layer = scaled.layer
-    was_training = original.training
-    original.eval()
-    inputs = []
-    outputs = []
-    for start in range(0, len(train_x), PRECOMPUTE_BATCH_SIZE):
-        s0 = original.run_layers(
-            train_x[start : start + PRECOMPUTE_BATCH_SIZE], 0, layer
-        )
-        inputs.append(s0)
-        outputs.append(original.run_layers(s0, layer, layer + 1))
-    original.train(was_training)
-    return torch.cat(inputs), torch.cat(outputs)
