@@ -38,7 +38,7 @@ RUNTIME_SPECS = (
 )
 # The same CPU build of torch as the Makefile's TORCH_SPEC, overridable the same way.
 DEFAULT_TORCH_SPEC = "torch==2.13.0"
-# What the first build costs. One build on a shared 2-core machine took 5.3 minutes
+# Cost of the first build. One build on a shared 2-core machine took 5.3 minutes
 # and 1.5 GB, with torch from a local wheel. It is printed before each build.
 BUILD_ESTIMATE = "about 1 to 10 minutes and 1.5 GB, depending on the package cache"
 # Written last, so an interrupted build is detected and redone.

@@ -96,7 +96,7 @@ class SweepGrid:
 
 @dataclass(frozen=True)
 class FigurePlan:
-    """What the figures of one data set show.
+    """Contents of the figures of one data set.
 
     ``eigenvalue_delays`` x ``eigenvalue_trajectories`` are the panels of the DMD
     eigenvalue figure. Each panel fits DMD again, as its sweep cell did, and takes
